@@ -1,0 +1,31 @@
+"""What every launcher shares: user errors become one line on stderr, not a traceback."""
+
+import sys
+from typing import Callable, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from swiftjax import errors
+
+
+def run(main: Callable[[Sequence[str]], None]) -> None:
+  """`absl.app.run(main)`, printing `SwiftJaxError`s as `error: ...` and exiting with status 2."""
+
+  def wrapped(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+      print(f"error: unexpected positional arguments {argv[1:]}; flags are --name=value",
+            file=sys.stderr)
+      sys.exit(2)
+    if not flags.FLAGS["verbosity"].present:
+      # JAX logs its backend probing (no TPU here) at INFO; show warnings and errors unless the
+      # user asks for more with --verbosity=0.
+      logging.set_verbosity(logging.WARNING)
+    try:
+      main(argv)
+    except errors.SwiftJaxError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+
+  app.run(wrapped)

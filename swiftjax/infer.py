@@ -1,0 +1,80 @@
+"""Load a model with its tokenizer and answer chat prompts: the library side of `launch.infer`."""
+
+import dataclasses
+import pathlib
+from typing import Any, Callable, Sequence
+
+import jax
+
+from swiftjax import assets
+from swiftjax import generate as gen
+from swiftjax import models
+from swiftjax import tokenizer as tok_lib
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  """A model ready to generate: config, params and tokenizer."""
+  path: pathlib.Path | str
+  cfg: models.ModelConfig
+  params: Any
+  tokenizer: Any
+
+  @property
+  def eos_ids(self) -> tuple[int, ...]:
+    ids = set(self.cfg.eos_token_ids)
+    if getattr(self.tokenizer, "eos_token_id", None) is not None:
+      ids.add(int(self.tokenizer.eos_token_id))
+    return tuple(sorted(ids))
+
+
+def load(path: str | pathlib.Path | None = None, dtype: Any = "float32") -> LoadedModel:
+  """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct."""
+  path = assets.default_model_path() if path is None else path
+  cfg, params = models.from_pretrained(path, dtype=dtype)
+  return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path))
+
+
+def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
+         sampling: gen.SamplingConfig = gen.SamplingConfig(), *, system: str | None = None,
+         seed: int = 0, stream: Callable[[str], None] | None = None) -> list[str]:
+  """Answers a batch of prompts (plain strings or message lists) with the chat template.
+
+  Args:
+    model: from `load`.
+    prompts: B prompts; a string becomes one user message.
+    sampling: sampling config.
+    system: optional system message put before string prompts.
+    seed: PRNG seed for sampling.
+    stream: if given (batch of one only), called with each new piece of text as it is generated.
+
+  Returns:
+    B answers (decoded, special tokens removed).
+  """
+  rendered = []
+  for p in prompts:
+    if isinstance(p, str):
+      p = ([{"role": "system", "content": system}] if system else []) + [
+          {"role": "user", "content": p}]
+    rendered.append(tok_lib.encode(model.tokenizer, tok_lib.render_chat(model.tokenizer, p)))
+
+  on_tokens = None
+  if stream is not None:
+    if len(prompts) != 1:
+      raise ValueError("streaming needs a batch of one prompt")
+    produced: list[int] = []
+    printed = [""]
+
+    def on_tokens(step_tokens):
+      if step_tokens[0] < 0 or step_tokens[0] in model.eos_ids:
+        return
+      produced.append(int(step_tokens[0]))
+      text = model.tokenizer.decode(produced, skip_special_tokens=True)
+      # Only emit once the decoded text is stable (no partial UTF-8 / merged pieces pending).
+      if not text.endswith("\ufffd") and text.startswith(printed[0]):
+        stream(text[len(printed[0]):])
+        printed[0] = text
+
+  outs = gen.generate(model.params, model.cfg, rendered, sampling, rng=jax.random.key(seed),
+                      eos_ids=model.eos_ids, on_tokens=on_tokens)
+  return [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]

@@ -1,0 +1,59 @@
+"""One dispatching matmul that understands every weight kind.
+
+Model code calls `linear(x, w)` and never branches on how `w` is stored. A plain array is a dense
+kernel laid out `[in, out]`; tuners and quantizers define their own weight kinds (pytree classes
+such as a LoRA-wrapped kernel or an NF4-packed kernel) and register a matmul for them with
+`register_kind`. Models therefore never import tuners: the dependency points the other way.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# type -> fn(x, w, compute_dtype) -> y
+_KINDS: dict[type, Callable[..., jax.Array]] = {}
+
+
+def register_kind(kind: type, matmul: Callable[..., jax.Array]) -> None:
+  """Registers `matmul(x, w, compute_dtype)` as the way to apply weights of type `kind`.
+
+  Args:
+    kind: the pytree class of the weight (must be registered with JAX as a pytree).
+    matmul: computes `x @ W_effective` for `x` of shape `[..., in]`, returning `[..., out]`.
+  """
+  _KINDS[kind] = matmul
+
+
+def registered_kinds() -> tuple[type, ...]:
+  """The weight kinds `linear` understands besides plain arrays."""
+  return tuple(_KINDS)
+
+
+def is_weight_kind(x: Any) -> bool:
+  """True for instances of a registered weight kind (used as `is_leaf` in tree maps)."""
+  return type(x) in _KINDS
+
+
+def linear(x: jax.Array, w: Any, compute_dtype: Any | None = None) -> jax.Array:
+  """Computes `x @ w` for any registered weight kind.
+
+  Args:
+    x: activations `[..., in]`.
+    w: a dense kernel `[in, out]` or an instance of a registered weight kind.
+    compute_dtype: dtype of the matmul inputs (e.g. `jnp.bfloat16`); `None` keeps `x.dtype`.
+      Accumulation is in at least float32.
+
+  Returns:
+    `[..., out]` in `compute_dtype` (or `x.dtype`).
+  """
+  dtype = compute_dtype or x.dtype
+  if isinstance(w, (jax.Array, np.ndarray)):
+    return jnp.einsum("...i,io->...o", x.astype(dtype), w.astype(dtype),
+                      preferred_element_type=jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+  matmul = _KINDS.get(type(w))
+  if matmul is None:
+    raise TypeError(f"linear() got a weight of unregistered kind {type(w).__name__}; "
+                    f"known kinds: array, {', '.join(k.__name__ for k in _KINDS) or '(none)'}")
+  return matmul(x, w, dtype)

@@ -1,0 +1,61 @@
+"""Model families as pure functions, and `from_pretrained` to load real checkpoints.
+
+    cfg, params = swiftjax.models.from_pretrained("path/to/hf_dir_or_file.gguf")
+    logits, _ = swiftjax.models.llama.apply(params, tokens, cfg)
+"""
+
+import pathlib
+from typing import Any
+
+import jax.numpy as jnp
+
+from swiftjax import errors
+from swiftjax.models import gguf_loader
+from swiftjax.models import llama
+from swiftjax.models import safetensors_loader
+from swiftjax.models.config import ModelConfig
+
+__all__ = ["ModelConfig", "from_pretrained", "llama"]
+
+_DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
+           "bf16": jnp.bfloat16, "float16": jnp.float16, "fp16": jnp.float16}
+
+
+def resolve_dtype(dtype: Any) -> Any:
+  """Accepts a jnp dtype or a name (`float32`, `bf16`, ...)."""
+  if isinstance(dtype, str):
+    if dtype not in _DTYPES:
+      raise errors.ConfigError(f"dtype {dtype!r} is not supported "
+                               f"(supported: {', '.join(sorted(_DTYPES))})")
+    return _DTYPES[dtype]
+  if jnp.dtype(dtype) not in {jnp.dtype(d) for d in _DTYPES.values()}:
+    raise errors.ConfigError(f"dtype {dtype} is not a floating dtype the models run in")
+  return dtype
+
+
+def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[ModelConfig, dict]:
+  """Loads `(config, params)` from a GGUF file, a local Hugging Face directory, or a hub id.
+
+  Args:
+    path: a `.gguf` file, a directory with `config.json` and `*.safetensors`, or a hub model id
+      (downloaded with `huggingface_hub.snapshot_download`; needs network).
+    dtype: parameter dtype (`float32`, `bfloat16`, ...).
+  """
+  dtype = resolve_dtype(dtype)
+  p = pathlib.Path(path)
+  if p.suffix == ".gguf":
+    return gguf_loader.load(p, dtype)
+  if p.is_dir():
+    return safetensors_loader.load(p, dtype)
+  if p.exists():
+    raise errors.CheckpointError(f"{p} is neither a .gguf file nor a checkpoint directory")
+  if str(path).count("/") == 1 and not str(path).startswith((".", "/")):
+    # A hub id such as "HuggingFaceTB/SmolLM2-135M-Instruct".
+    try:
+      from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
+      local = snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.model",
+                                                           "*.txt"])
+    except Exception as e:
+      raise errors.CheckpointError(f"cannot fetch {path} from the hub: {e}") from None
+    return safetensors_loader.load(local, dtype)
+  raise errors.CheckpointError(f"model path {path} does not exist")

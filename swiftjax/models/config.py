@@ -1,0 +1,88 @@
+"""Configuration of a decoder-only transformer, read from Hugging Face `config.json` or GGUF."""
+
+import dataclasses
+from typing import Any
+
+from swiftjax import errors
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Hyper-parameters of a Llama-family decoder (hashable, so it can be a static jit argument).
+
+  Attributes:
+    model_type: Hugging Face `model_type` (`llama`, ...).
+    vocab_size: V, rows of the embedding table.
+    hidden_size: D, the residual width.
+    intermediate_size: F, the MLP width.
+    num_layers: L.
+    num_heads: H, query heads.
+    num_kv_heads: K, key/value heads (H % K == 0; grouped-query attention when K < H).
+    head_dim: per-head width (usually D // H).
+    rope_theta: RoPE base frequency.
+    rope_scaling: Hugging Face `rope_scaling` as a tuple of (key, value) pairs, or None.
+    rms_norm_eps: epsilon of RMSNorm.
+    tie_word_embeddings: the LM head reuses the embedding table.
+    max_position_embeddings: longest context the model was trained for.
+    bos_token_id, eos_token_ids: special tokens (several EOS ids are allowed, as in Llama 3).
+  """
+  model_type: str = "llama"
+  vocab_size: int = 32000
+  hidden_size: int = 4096
+  intermediate_size: int = 11008
+  num_layers: int = 32
+  num_heads: int = 32
+  num_kv_heads: int = 32
+  head_dim: int = 128
+  rope_theta: float = 10000.0
+  rope_scaling: tuple[tuple[str, Any], ...] | None = None
+  rms_norm_eps: float = 1e-6
+  tie_word_embeddings: bool = False
+  max_position_embeddings: int = 4096
+  bos_token_id: int | None = None
+  eos_token_ids: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.num_heads % self.num_kv_heads:
+      raise errors.ConfigError(
+          f"num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+                 "head_dim"):
+      if getattr(self, name) <= 0:
+        raise errors.ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+  @property
+  def rope_scaling_dict(self) -> dict[str, Any] | None:
+    return dict(self.rope_scaling) if self.rope_scaling else None
+
+  @classmethod
+  def from_hf_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    """Builds a config from a Hugging Face `config.json` dictionary."""
+    try:
+      hidden = int(d["hidden_size"])
+      heads = int(d["num_attention_heads"])
+      eos = d.get("eos_token_id")
+      eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
+      rope_scaling = d.get("rope_scaling")
+      if rope_scaling is not None:
+        rope_scaling = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                    for k, v in rope_scaling.items()))
+      return cls(
+          model_type=d.get("model_type", "llama"),
+          vocab_size=int(d["vocab_size"]),
+          hidden_size=hidden,
+          intermediate_size=int(d["intermediate_size"]),
+          num_layers=int(d["num_hidden_layers"]),
+          num_heads=heads,
+          num_kv_heads=int(d.get("num_key_value_heads") or heads),
+          head_dim=int(d.get("head_dim") or hidden // heads),
+          rope_theta=float(d.get("rope_theta", 10000.0)),
+          rope_scaling=rope_scaling,
+          rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+          tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+          max_position_embeddings=int(d.get("max_position_embeddings", 4096)),
+          bos_token_id=d.get("bos_token_id"),
+          eos_token_ids=tuple(int(e) for e in eos_ids),
+      )
+    except KeyError as e:
+      raise errors.ConfigError(f"config.json lacks required key {e.args[0]!r}") from None
