@@ -63,10 +63,14 @@ class ModelConfig:
       heads = int(d["num_attention_heads"])
       eos = d.get("eos_token_id")
       eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (() if eos is None else (eos,))
-      rope_scaling = d.get("rope_scaling")
-      if rope_scaling is not None:
+      # transformers >= 5 writes `rope_parameters` (with rope_theta inside); older versions
+      # write `rope_theta` and `rope_scaling` at the top level. Both are read.
+      rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
+      rope_theta = float(rope.pop("rope_theta", d.get("rope_theta", 10000.0)))
+      rope_scaling = None
+      if rope and rope.get("rope_type", rope.get("type", "default")) != "default":
         rope_scaling = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                                    for k, v in rope_scaling.items()))
+                                    for k, v in rope.items()))
       return cls(
           model_type=d.get("model_type", "llama"),
           vocab_size=int(d["vocab_size"]),
@@ -76,7 +80,7 @@ class ModelConfig:
           num_heads=heads,
           num_kv_heads=int(d.get("num_key_value_heads") or heads),
           head_dim=int(d.get("head_dim") or hidden // heads),
-          rope_theta=float(d.get("rope_theta", 10000.0)),
+          rope_theta=rope_theta,
           rope_scaling=rope_scaling,
           rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
           tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),

@@ -1,0 +1,96 @@
+"""Sharding written once: logical axis names -> mesh axes -> `NamedSharding`.
+
+Every parameter carries logical axis names (`("embed", "mlp")`, see `llama.param_axes`). One
+rules table maps logical names to the mesh axes `data`, `fsdp`, `tensor` (flax's
+`logical_axis_rules`; maxtext keeps activation axes such as `activation_batch` apart from weight
+axes). Scaling from a laptop to a pod changes the mesh shape, not the model code.
+"""
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from swiftjax import errors
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis -> mesh axis (or tuple of mesh axes, or None for replicated).
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", None),
+    ("layers", None),
+    ("norm", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("q_heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("cache_batch", ("data", "fsdp")),
+    ("cache_length", None),
+    ("cache_kv_heads", "tensor"),
+    ("head_dim", None),
+)
+
+
+def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A `(data, fsdp, tensor)` mesh; one size may be -1 to take the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [data, fsdp, tensor]
+  if sizes.count(-1) > 1:
+    raise errors.ConfigError("at most one mesh axis size may be -1")
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if len(devices) % known:
+      raise errors.ConfigError(f"{len(devices)} devices do not divide into mesh {sizes}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise errors.ConfigError(f"mesh data={sizes[0]} fsdp={sizes[1]} tensor={sizes[2]} needs "
+                             f"{int(np.prod(sizes))} devices, found {len(devices)}")
+  return Mesh(np.array(devices).reshape(sizes), MESH_AXES)
+
+
+def logical_to_spec(axes: Sequence[str | None], shape: Sequence[int] | None = None,
+                    mesh: Mesh | None = None,
+                    rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> PartitionSpec:
+  """PartitionSpec for one array from its logical axis names.
+
+  A mesh axis is used at most once per array (the first logical axis that claims it wins), and a
+  dimension that the mesh axes do not divide evenly is replicated instead of failing.
+  """
+  table = dict(rules)
+  used: set[str] = set()
+  spec = []
+  for i, name in enumerate(axes):
+    target = table.get(name) if name is not None else None
+    mesh_axes = (target,) if isinstance(target, str) else tuple(target or ())
+    mesh_axes = tuple(a for a in mesh_axes if a not in used)
+    if mesh is not None:
+      mesh_axes = tuple(a for a in mesh_axes if mesh.shape[a] > 1)
+      if shape is not None and mesh_axes:
+        size = int(np.prod([mesh.shape[a] for a in mesh_axes]))
+        if shape[i] % size:
+          mesh_axes = ()
+    used.update(mesh_axes)
+    spec.append(None if not mesh_axes else mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
+  return PartitionSpec(*spec)
+
+
+def _is_axes(x) -> bool:
+  return isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
+
+
+def tree_shardings(axes_tree: Any, shapes_tree: Any, mesh: Mesh,
+                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """`NamedSharding` for every leaf of `shapes_tree` (arrays or `ShapeDtypeStruct`s)."""
+  return jax.tree.map(
+      lambda axes, s: NamedSharding(mesh, logical_to_spec(axes, s.shape, mesh, rules)),
+      axes_tree, shapes_tree, is_leaf=_is_axes)
+
+
+def shard(tree: Any, axes_tree: Any, mesh: Mesh,
+          rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """Places every array of `tree` in the layout its logical axes ask for on `mesh`."""
+  return jax.device_put(tree, tree_shardings(axes_tree, tree, mesh, rules))

@@ -1,0 +1,131 @@
+"""GGUF loading: llama.cpp's tensor names, q/k permutation and quantized types."""
+
+import pathlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import gguf
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from swiftjax import errors
+from swiftjax import models
+from swiftjax.models import gguf_loader
+from swiftjax.models import llama
+from tests import testutil
+
+_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+          "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+          "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+          "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
+  """llama.cpp's converter permutation of q/k rows (what the loader must undo)."""
+  return (w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:])
+          .swapaxes(1, 2).reshape(w.shape))
+
+
+def write_gguf(path: pathlib.Path, model, qtype=gguf.GGMLQuantizationType.F32) -> None:
+  """Writes a transformers Llama as llama.cpp would, 2-D weights in `qtype`."""
+  c = model.config
+  w = gguf.GGUFWriter(str(path), "llama")
+  w.add_block_count(c.num_hidden_layers)
+  w.add_context_length(c.max_position_embeddings)
+  w.add_embedding_length(c.hidden_size)
+  w.add_feed_forward_length(c.intermediate_size)
+  w.add_head_count(c.num_attention_heads)
+  w.add_head_count_kv(c.num_key_value_heads)
+  w.add_rope_freq_base(float(c.rope_parameters["rope_theta"]))
+  w.add_layer_norm_rms_eps(c.rms_norm_eps)
+  w.add_eos_token_id(2)
+  for name, t in model.state_dict().items():
+    a = t.float().numpy()
+    if name == "model.embed_tokens.weight":
+      out = "token_embd.weight"
+    elif name == "model.norm.weight":
+      out = "output_norm.weight"
+    elif name == "lm_head.weight":
+      out = "output.weight"
+    else:
+      _, _, i, rest = name.split(".", 3)
+      module = rest.rsplit(".", 1)[0]
+      out = f"blk.{i}.{_NAMES[module]}.weight"
+      if module == "self_attn.q_proj":
+        a = _permute(a, c.num_attention_heads)
+      elif module == "self_attn.k_proj":
+        a = _permute(a, c.num_key_value_heads)
+    if a.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
+      w.add_tensor(out, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+    else:
+      w.add_tensor(out, a)
+  w.write_header_to_file()
+  w.write_kv_data_to_file()
+  w.write_tensors_to_file()
+  w.close()
+
+
+class GGUFTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = pathlib.Path(self.create_tempdir().full_path)
+    self.ref = testutil.save_tiny_llama(self.tmp / "hf", hidden_size=64, intermediate_size=64)
+    self.tokens = np.random.default_rng(0).integers(0, 128, (2, 20))
+    with torch.no_grad():
+      self.want = self.ref(torch.as_tensor(self.tokens)).logits.numpy()
+
+  def test_f32_matches_transformers(self):
+    write_gguf(self.tmp / "m.gguf", self.ref)
+    cfg, params = models.from_pretrained(self.tmp / "m.gguf")
+    self.assertEqual((cfg.num_heads, cfg.num_kv_heads, cfg.num_layers), (4, 2, 2))
+    self.assertFalse(cfg.tie_word_embeddings)
+    got, _ = llama.apply(params, jnp.asarray(self.tokens), cfg)
+    np.testing.assert_allclose(np.asarray(got), self.want, atol=1e-4, rtol=0)
+
+  @parameterized.named_parameters(("q8_0", gguf.GGMLQuantizationType.Q8_0, 0.02),
+                                  ("f16", gguf.GGMLQuantizationType.F16, 2e-3))
+  def test_quantized_is_close(self, qtype, tol):
+    write_gguf(self.tmp / "m.gguf", self.ref, qtype)
+    cfg, params = models.from_pretrained(self.tmp / "m.gguf")
+    got, _ = llama.apply(params, jnp.asarray(self.tokens), cfg)
+    err = np.abs(np.asarray(got) - self.want).max() / np.abs(self.want).max()
+    self.assertLess(err, tol)
+    self.assertGreater(err, 0.0)  # the weights really went through the quantizer
+
+  def test_bfloat16_request(self):
+    write_gguf(self.tmp / "m.gguf", self.ref)
+    _, params = models.from_pretrained(self.tmp / "m.gguf", dtype="bfloat16")
+    self.assertEqual(params["layers"]["mlp"]["up_proj"]["kernel"].dtype, jnp.bfloat16)
+
+  def test_truncated_file_is_a_clear_error(self):
+    write_gguf(self.tmp / "m.gguf", self.ref)
+    data = (self.tmp / "m.gguf").read_bytes()
+    (self.tmp / "cut.gguf").write_bytes(data[: len(data) // 2])
+    with self.assertRaisesRegex(errors.CheckpointError, r"cut\.gguf.*(truncated|corrupted)"):
+      models.from_pretrained(self.tmp / "cut.gguf")
+
+  def test_not_a_gguf(self):
+    (self.tmp / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
+    with self.assertRaisesRegex(errors.CheckpointError, r"junk\.gguf is not a readable GGUF"):
+      models.from_pretrained(self.tmp / "junk.gguf")
+
+  def test_unsupported_architecture_lists_supported(self):
+    w = gguf.GGUFWriter(str(self.tmp / "mamba.gguf"), "mamba")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with self.assertRaisesRegex(errors.ConfigError, r"'mamba' is not supported \(supported: llama"):
+      models.from_pretrained(self.tmp / "mamba.gguf")
+
+  def test_unpermute_inverts_permute(self):
+    w = np.arange(8 * 16 * 3, dtype=np.float32).reshape(8 * 16, 3)
+    np.testing.assert_array_equal(gguf_loader.unpermute_rotary(_permute(w, 8), 8), w)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,97 @@
+"""Llama family: parity with transformers' PyTorch implementation, KV cache, padding."""
+
+import pathlib
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from swiftjax import models
+from swiftjax.models import llama
+from tests import testutil
+
+
+def _torch_logits(model, tokens: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(torch.as_tensor(tokens, dtype=torch.long)).logits.float().numpy()
+
+
+class LlamaParityTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      ("untied_gqa", {}),
+      ("tied_mha", dict(tie_word_embeddings=True, num_key_value_heads=4)),
+      ("llama3_rope", dict(rope_scaling=dict(rope_type="llama3", factor=8.0,
+                                             low_freq_factor=1.0, high_freq_factor=4.0,
+                                             original_max_position_embeddings=32),
+                           rope_theta=500000.0)),
+      ("head_dim_override", dict(head_dim=32)),
+  )
+  def test_logits_match_transformers(self, overrides):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    ref = testutil.save_tiny_llama(tmp, **overrides)
+    cfg, params = models.from_pretrained(tmp)
+    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
+    want = _torch_logits(ref, tokens)
+    got, _ = jax.jit(llama.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * max(1.0, scale), rtol=0)
+
+  def test_cached_decoding_matches_full_forward(self):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    ref = testutil.save_tiny_llama(tmp)
+    cfg, params = models.from_pretrained(tmp)
+    tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
+    want = _torch_logits(ref, tokens)
+    cache = llama.init_cache(cfg, batch=2, max_len=32)
+    step = jax.jit(llama.apply, static_argnums=2)
+    logits, cache = step(params, jnp.asarray(tokens[:, :16]), cfg, cache=cache)
+    got = [np.asarray(logits)]
+    for t in range(16, 24):
+      logits, cache = step(params, jnp.asarray(tokens[:, t:t + 1]), cfg, cache=cache)
+      got.append(np.asarray(logits))
+    got = np.concatenate(got, axis=1)
+    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()), rtol=0)
+    self.assertEqual(int(cache["end"]), 24)
+
+  def test_left_padding_does_not_change_a_row(self):
+    cfg = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
+                             num_heads=4, num_kv_heads=2, head_dim=8)
+    params = llama.init(cfg, jax.random.key(0))
+    rng = np.random.default_rng(2)
+    short = rng.integers(0, 64, (5,))
+    long = rng.integers(0, 64, (9,))
+    tokens = np.zeros((2, 9), np.int32)
+    tokens[0, 4:] = short
+    tokens[1] = long
+    mask = tokens != 0
+    mask[1] = True
+    mask[0, :4] = False
+    padded, _ = llama.apply(params, jnp.asarray(tokens), cfg, mask=jnp.asarray(mask))
+    alone, _ = llama.apply(params, jnp.asarray(short[None]), cfg)
+    np.testing.assert_allclose(np.asarray(padded[0, 4:]), np.asarray(alone[0]), atol=1e-5)
+
+  def test_param_axes_cover_every_param(self):
+    for tie in (False, True):
+      cfg = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
+                               num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
+                               tie_word_embeddings=tie)
+      shapes = jax.eval_shape(lambda c=cfg: llama.init(c, jax.random.key(0)))
+      axes = llama.param_axes(cfg)
+      is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)
+      self.assertEqual(jax.tree.structure(shapes),
+                       jax.tree.structure(jax.tree.map(lambda a: 0, axes, is_leaf=is_axes)))
+      jax.tree.map(lambda a, s: self.assertLen(a, s.ndim), axes, shapes, is_leaf=is_axes)
+
+  def test_hf_table_names_every_tensor_once(self):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    ref = testutil.save_tiny_llama(tmp)
+    cfg = models.safetensors_loader.read_config(tmp)
+    self.assertEqual(set(llama.hf_tensor_names(cfg)), set(ref.state_dict()))
+
+
+if __name__ == "__main__":
+  absltest.main()

