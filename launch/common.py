@@ -10,6 +10,9 @@ from absl import logging
 from swiftjax import errors
 
 
+_HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
+
+
 def run(main: Callable[[Sequence[str]], None]) -> None:
   """`absl.app.run(main)`, printing `SwiftJaxError`s as `error: ...` and exiting with status 2."""
 
@@ -28,4 +31,10 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 
-  app.run(wrapped)
+  try:
+    app.run(wrapped)
+  except SystemExit as e:
+    # absl exits with status 1 after printing requested help; asking for help is not a failure.
+    if e.code == 1 and any(a in _HELP_FLAGS for a in sys.argv[1:]):
+      sys.exit(0)
+    raise

@@ -5,6 +5,8 @@ from typing import Any, Sequence
 
 from swiftjax import errors
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+
 
 def load_tokenizer(path: str | pathlib.Path):
   """Loads the tokenizer of a Hugging Face directory, a GGUF file, or a hub id.
@@ -15,12 +17,16 @@ def load_tokenizer(path: str | pathlib.Path):
   """
   from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
   p = pathlib.Path(path)
+  if p.is_dir() and not any((p / f).is_file() for f in _TOKENIZER_FILES):
+    raise errors.CheckpointError(
+        f"{p} has no tokenizer files (looked for {', '.join(_TOKENIZER_FILES)})")
   try:
     if p.suffix == ".gguf":
       return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     return AutoTokenizer.from_pretrained(str(path))
   except (OSError, ValueError) as e:
-    raise errors.CheckpointError(f"cannot load a tokenizer from {path}: {e}") from None
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise errors.CheckpointError(f"cannot load a tokenizer from {path}: {first_line}") from None
 
 
 def render_chat(tokenizer, messages: Sequence[dict[str, Any]] | str, *,

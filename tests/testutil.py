@@ -73,3 +73,28 @@ def save_tiny_llama(directory, seed: int = 0, **overrides):
         p.copy_(1 + 0.1 * torch.randn_like(p))
   model.save_pretrained(str(directory), safe_serialization=True)
   return model
+
+
+_CORPUS = ("the cat sat on the mat . the dog ate the bone . a bird can sing a song . "
+           "what is the capital of france ? paris is the capital of france .")
+
+
+def save_tiny_tokenizer(directory, vocab_size: int = 128):
+  """Trains a byte-level BPE of `vocab_size` tokens on a tiny corpus and saves it (with a chat
+  template) next to a tiny model, making a complete local Hugging Face directory."""
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  trainer = tokenizers.trainers.BpeTrainer(
+      vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()[:100])
+  tok.train_from_iterator([_CORPUS] * 10, trainer)
+  fast = transformers.PreTrainedTokenizerFast(
+      tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+      unk_token="<unk>")
+  fast.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                        "{% if add_generation_prompt %}assistant:{% endif %}")
+  fast.save_pretrained(str(directory))
+  return fast

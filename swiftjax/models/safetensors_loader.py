@@ -39,7 +39,13 @@ def _tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
   """Maps every tensor name to the safetensors file that holds it (using the index if sharded)."""
   index = directory / "model.safetensors.index.json"
   if index.is_file():
-    weight_map = json.loads(index.read_text())["weight_map"]
+    try:
+      weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as e:
+      raise errors.CheckpointError(f"{index}: not a valid safetensors index: {e}") from None
+    missing = sorted({f for f in weight_map.values() if not (directory / f).is_file()})
+    if missing:
+      raise errors.CheckpointError(f"{index} names shard files that are missing: {missing}")
     return {name: directory / file for name, file in weight_map.items()}
   files = sorted(directory.glob("*.safetensors"))
   if not files:
@@ -47,9 +53,13 @@ def _tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
   from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   table = {}
   for f in files:
-    with safe_open(str(f), framework="numpy") as h:
-      for name in h.keys():
-        table[name] = f
+    try:
+      with safe_open(str(f), framework="numpy") as h:
+        for name in h.keys():
+          table[name] = f
+    except Exception as e:  # safetensors raises its own error types on damaged headers.
+      raise errors.CheckpointError(
+          f"{f}: not a readable safetensors file (truncated or corrupted?): {e}") from None
   return table
 
 

@@ -1,0 +1,65 @@
+"""Sharded == unsharded on 8 fake CPU devices, for the meshes pods actually use."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
+
+from swiftjax import errors
+from swiftjax import models
+from swiftjax import sharding
+from swiftjax.models import llama
+
+_CFG = models.ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
+                          num_heads=8, num_kv_heads=4, head_dim=8)
+
+
+class ShardingTest(parameterized.TestCase):
+
+  def test_eight_devices(self):
+    self.assertEqual(jax.device_count(), 8, "conftest.py should give 8 CPU devices")
+
+  def test_logical_to_spec(self):
+    mesh = sharding.make_mesh(data=1, fsdp=2, tensor=4)
+    self.assertEqual(sharding.logical_to_spec(("embed", "mlp"), (64, 128), mesh),
+                     P("fsdp", "tensor"))
+    # A dimension the mesh axis does not divide is replicated, not an error.
+    self.assertEqual(sharding.logical_to_spec(("embed", "mlp"), (64, 6), mesh), P("fsdp", None))
+    # A mesh axis is used once per array.
+    self.assertEqual(sharding.logical_to_spec(("mlp", "vocab"), (128, 256), mesh),
+                     P("tensor", None))
+    self.assertEqual(sharding.logical_to_spec(("layers", "norm"), (2, 64), mesh), P(None, None))
+
+  def test_bad_mesh(self):
+    with self.assertRaisesRegex(errors.ConfigError, "needs 6 devices, found 8"):
+      sharding.make_mesh(data=2, fsdp=3, tensor=1)
+
+  @parameterized.named_parameters(("tensor8", 1, 1, 8), ("data2_fsdp4", 2, 4, 1),
+                                  ("fsdp2_tensor4", 1, 2, 4))
+  def test_sharded_forward_and_decode_match(self, data, fsdp, tensor):
+    params = llama.init(_CFG, jax.random.key(0))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 16)))
+    want, _ = llama.apply(params, tokens, _CFG)
+    cache = llama.init_cache(_CFG, 8, 32)
+    _, cache = llama.apply(params, tokens, _CFG, cache=cache)
+    want_step, _ = llama.apply(params, tokens[:, :1], _CFG, cache=cache)
+
+    mesh = sharding.make_mesh(data, fsdp, tensor)
+    sharded = sharding.shard(params, llama.param_axes(_CFG), mesh)
+    if tensor > 1:
+      spec = sharded["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec
+      self.assertEqual(spec[2], "tensor")
+    batch = jax.sharding.NamedSharding(mesh, P(("data", "fsdp")))
+    step = jax.jit(llama.apply, static_argnums=2)
+    got, _ = step(sharded, jax.device_put(tokens, batch), _CFG)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    c = llama.init_cache(_CFG, 8, 32)
+    _, c = step(sharded, jax.device_put(tokens, batch), _CFG, cache=c)
+    got_step, _ = step(sharded, jax.device_put(tokens[:, :1], batch), _CFG, cache=c)
+    np.testing.assert_allclose(np.asarray(got_step), np.asarray(want_step), atol=1e-5)
+
+
+if __name__ == "__main__":
+  absltest.main()
