@@ -15,8 +15,8 @@ def _readme_commands() -> list[str]:
   text = (ROOT / "README.md").read_text()
   block = re.search(r"```(?:sh|bash|shell)?\n(.*?)```", text, re.S)
   assert block, "README.md has no fenced command block"
-  return [l.strip() for l in block.group(1).splitlines()
-          if l.strip() and not l.strip().startswith("#")]
+  lines = [l.split(" #")[0].strip() for l in block.group(1).splitlines()]
+  return [l for l in lines if l and not l.startswith("#")]
 
 
 class PackagingTest(absltest.TestCase):
