@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
-from swiftjax.models import llama
+from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
 
@@ -82,7 +82,7 @@ def sample_logits(logits: jax.Array, rng: jax.Array, seen: jax.Array,
 @functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype"),
                    donate_argnames=("cache",))
 def _prefill(params, tokens, mask, cache, rng, cfg, sampling, compute_dtype):
-  logits, cache = llama.apply(params, tokens, cfg, mask=mask, cache=cache,
+  logits, cache = decoder.apply(params, tokens, cfg, mask=mask, cache=cache,
                               compute_dtype=compute_dtype, last_only=True)
   seen = jnp.zeros((tokens.shape[0], cfg.vocab_size), bool)
   seen = seen.at[jnp.arange(tokens.shape[0])[:, None], tokens].max(mask)
@@ -93,7 +93,7 @@ def _prefill(params, tokens, mask, cache, rng, cfg, sampling, compute_dtype):
 @functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype"),
                    donate_argnames=("cache", "seen"))
 def _decode_step(params, token, cache, seen, rng, cfg, sampling, compute_dtype):
-  logits, cache = llama.apply(params, token[:, None], cfg, cache=cache,
+  logits, cache = decoder.apply(params, token[:, None], cfg, cache=cache,
                               compute_dtype=compute_dtype, last_only=True)
   token = sample_logits(logits[:, -1], rng, seen, sampling)
   return token, cache, seen.at[jnp.arange(token.shape[0]), token].set(True)
@@ -137,7 +137,7 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
   eos = np.array(list(eos_ids or cfg.eos_token_ids) or [-1])
   rng = jax.random.key(0) if rng is None else rng
   dtype = compute_dtype or jax.tree.leaves(params)[0].dtype
-  cache = llama.init_cache(cfg, B, S, dtype)
+  cache = decoder.init_cache(cfg, B, S, dtype)
   rng, sub = jax.random.split(rng)
   token, cache, seen = _prefill(params, jnp.asarray(tokens), jnp.asarray(mask), cache, sub,
                                 cfg, sampling, compute_dtype)

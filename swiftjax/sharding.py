@@ -1,6 +1,6 @@
 """Sharding written once: logical axis names -> mesh axes -> `NamedSharding`.
 
-Every parameter carries logical axis names (`("embed", "mlp")`, see `llama.param_axes`). One
+Every parameter carries logical axis names (`("embed", "mlp")`, see `decoder.param_axes`). One
 rules table maps logical names to the mesh axes `data`, `fsdp`, `tensor` (flax's
 `logical_axis_rules`; maxtext keeps activation axes such as `activation_batch` apart from weight
 axes). Scaling from a laptop to a pod changes the mesh shape, not the model code.
@@ -94,3 +94,12 @@ def shard(tree: Any, axes_tree: Any, mesh: Mesh,
           rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
   """Places every array of `tree` in the layout its logical axes ask for on `mesh`."""
   return jax.device_put(tree, tree_shardings(axes_tree, tree, mesh, rules))
+
+
+def put(host: np.ndarray, target: NamedSharding | None = None) -> jax.Array:
+  """Moves one host array to devices: whole onto the default device, or only the shards each
+  addressable device owns under `target` (so a sharded load never gathers on one device, and
+  each process of a multi-host job supplies just its own shards)."""
+  if target is None:
+    return jax.device_put(host)
+  return jax.make_array_from_callback(host.shape, target, lambda index: host[index])

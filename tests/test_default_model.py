@@ -7,7 +7,7 @@ import pytest
 
 from swiftjax import generate as gen
 from swiftjax import infer
-from swiftjax.models import llama
+from swiftjax.models import decoder
 from tests import testutil
 
 
@@ -42,7 +42,7 @@ class DefaultModelTest(absltest.TestCase):
                                   add_special_tokens=False)["input_ids"]
     with torch.no_grad():
       want = ref(torch.as_tensor([tokens])).logits.numpy()
-    got, _ = llama.apply(self.model.params, jnp.asarray([tokens]), self.model.cfg)
+    got, _ = decoder.apply(self.model.params, jnp.asarray([tokens]), self.model.cfg)
     diff = np.abs(np.asarray(got) - want).max()
     self.assertLessEqual(diff, 1e-3 * max(1.0, float(np.abs(want).max())),
                          f"max |logit diff| {diff} (logit range {np.abs(want).max()})")

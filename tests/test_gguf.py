@@ -12,7 +12,7 @@ import torch
 from swiftjax import errors
 from swiftjax import models
 from swiftjax.models import gguf_loader
-from swiftjax.models import llama
+from swiftjax.models import decoder
 from tests import testutil
 
 _NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
@@ -81,7 +81,7 @@ class GGUFTest(parameterized.TestCase):
     cfg, params = models.from_pretrained(self.tmp / "m.gguf")
     self.assertEqual((cfg.num_heads, cfg.num_kv_heads, cfg.num_layers), (4, 2, 2))
     self.assertFalse(cfg.tie_word_embeddings)
-    got, _ = llama.apply(params, jnp.asarray(self.tokens), cfg)
+    got, _ = decoder.apply(params, jnp.asarray(self.tokens), cfg)
     np.testing.assert_allclose(np.asarray(got), self.want, atol=1e-4, rtol=0)
 
   @parameterized.named_parameters(("q8_0", gguf.GGMLQuantizationType.Q8_0, 0.02),
@@ -89,7 +89,7 @@ class GGUFTest(parameterized.TestCase):
   def test_quantized_is_close(self, qtype, tol):
     write_gguf(self.tmp / "m.gguf", self.ref, qtype)
     cfg, params = models.from_pretrained(self.tmp / "m.gguf")
-    got, _ = llama.apply(params, jnp.asarray(self.tokens), cfg)
+    got, _ = decoder.apply(params, jnp.asarray(self.tokens), cfg)
     err = np.abs(np.asarray(got) - self.want).max() / np.abs(self.want).max()
     self.assertLess(err, tol)
     self.assertGreater(err, 0.0)  # the weights really went through the quantizer

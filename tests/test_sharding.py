@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 from swiftjax import errors
 from swiftjax import models
 from swiftjax import sharding
-from swiftjax.models import llama
+from swiftjax.models import decoder
 
 _CFG = models.ModelConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
                           num_heads=8, num_kv_heads=4, head_dim=8)
@@ -39,23 +39,23 @@ class ShardingTest(parameterized.TestCase):
   @parameterized.named_parameters(("tensor8", 1, 1, 8), ("data2_fsdp4", 2, 4, 1),
                                   ("fsdp2_tensor4", 1, 2, 4))
   def test_sharded_forward_and_decode_match(self, data, fsdp, tensor):
-    params = llama.init(_CFG, jax.random.key(0))
+    params = decoder.init(_CFG, jax.random.key(0))
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 256, (8, 16)))
-    want, _ = llama.apply(params, tokens, _CFG)
-    cache = llama.init_cache(_CFG, 8, 32)
-    _, cache = llama.apply(params, tokens, _CFG, cache=cache)
-    want_step, _ = llama.apply(params, tokens[:, :1], _CFG, cache=cache)
+    want, _ = decoder.apply(params, tokens, _CFG)
+    cache = decoder.init_cache(_CFG, 8, 32)
+    _, cache = decoder.apply(params, tokens, _CFG, cache=cache)
+    want_step, _ = decoder.apply(params, tokens[:, :1], _CFG, cache=cache)
 
     mesh = sharding.make_mesh(data, fsdp, tensor)
-    sharded = sharding.shard(params, llama.param_axes(_CFG), mesh)
+    sharded = sharding.shard(params, decoder.param_axes(_CFG), mesh)
     if tensor > 1:
       spec = sharded["layers"]["mlp"]["up_proj"]["kernel"].sharding.spec
       self.assertEqual(spec[2], "tensor")
     batch = jax.sharding.NamedSharding(mesh, P(("data", "fsdp")))
-    step = jax.jit(llama.apply, static_argnums=2)
+    step = jax.jit(decoder.apply, static_argnums=2)
     got, _ = step(sharded, jax.device_put(tokens, batch), _CFG)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
-    c = llama.init_cache(_CFG, 8, 32)
+    c = decoder.init_cache(_CFG, 8, 32)
     _, c = step(sharded, jax.device_put(tokens, batch), _CFG, cache=c)
     got_step, _ = step(sharded, jax.device_put(tokens[:, :1], batch), _CFG, cache=c)
     np.testing.assert_allclose(np.asarray(got_step), np.asarray(want_step), atol=1e-5)

@@ -1,21 +1,24 @@
 """Model families as pure functions, and `from_pretrained` to load real checkpoints.
 
     cfg, params = swiftjax.models.from_pretrained("path/to/hf_dir_or_file.gguf")
-    logits, _ = swiftjax.models.llama.apply(params, tokens, cfg)
+    logits, _ = swiftjax.models.decoder.apply(params, tokens, cfg)
 """
 
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
+import jax
 import jax.numpy as jnp
 
 from swiftjax import errors
+from swiftjax import sharding
+from swiftjax.models import decoder
+from swiftjax.models import families
 from swiftjax.models import gguf_loader
-from swiftjax.models import llama
 from swiftjax.models import safetensors_loader
 from swiftjax.models.config import ModelConfig
 
-__all__ = ["ModelConfig", "from_pretrained", "llama"]
+__all__ = ["ModelConfig", "decoder", "families", "from_pretrained"]
 
 _DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16,
            "bf16": jnp.bfloat16, "float16": jnp.float16, "fp16": jnp.float16}
@@ -33,20 +36,34 @@ def resolve_dtype(dtype: Any) -> Any:
   return dtype
 
 
-def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[ModelConfig, dict]:
+def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32, *,
+                    mesh: jax.sharding.Mesh | None = None,
+                    rules: Sequence[tuple[str, Any]] = sharding.DEFAULT_RULES,
+                    ) -> tuple[ModelConfig, dict]:
   """Loads `(config, params)` from a GGUF file, a local Hugging Face directory, or a hub id.
 
   Args:
     path: a `.gguf` file, a directory with `config.json` and `*.safetensors`, or a hub model id
       (downloaded with `huggingface_hub.snapshot_download`; needs network).
     dtype: parameter dtype (`float32`, `bfloat16`, ...).
+    mesh: if given, every parameter is placed straight into the layout its logical axes ask
+      for on this mesh (`rules` maps logical to mesh axes); otherwise on the default device.
   """
   dtype = resolve_dtype(dtype)
   p = pathlib.Path(path)
+
+  def shardings_for(cfg):
+    if mesh is None:
+      return None
+    return sharding.tree_shardings(decoder.param_axes(cfg), decoder.param_shapes(cfg, dtype),
+                                   mesh, rules)
+
   if p.suffix == ".gguf":
-    return gguf_loader.load(p, dtype)
+    cfg = gguf_loader.read_config(p)
+    return gguf_loader.load(p, dtype, shardings_for(cfg))
   if p.is_dir():
-    return safetensors_loader.load(p, dtype)
+    cfg = safetensors_loader.read_config(p)
+    return safetensors_loader.load(p, dtype, shardings_for(cfg))
   if p.exists():
     raise errors.CheckpointError(f"{p} is neither a .gguf file nor a checkpoint directory")
   if str(path).count("/") == 1 and not str(path).startswith((".", "/")):
@@ -57,5 +74,5 @@ def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple
                                                            "*.txt"])
     except Exception as e:
       raise errors.CheckpointError(f"cannot fetch {path} from the hub: {e}") from None
-    return safetensors_loader.load(local, dtype)
+    return from_pretrained(local, dtype, mesh=mesh, rules=rules)
   raise errors.CheckpointError(f"model path {path} does not exist")

@@ -25,6 +25,16 @@ class ModelConfig:
     tie_word_embeddings: the LM head reuses the embedding table.
     max_position_embeddings: longest context the model was trained for.
     bos_token_id, eos_token_ids: special tokens (several EOS ids are allowed, as in Llama 3).
+    qkv_bias / o_bias / mlp_bias: biases on the q/k/v, output and MLP projections (Qwen2: qkv).
+    qk_norm: RMSNorm over each query and key head before RoPE (Qwen3).
+    layer_windows: per-layer sliding-window size, 0 for full attention (Mistral: all layers;
+      Gemma 2: alternating local/global). A query attends to keys with `q - k < window`.
+    norm_offset: RMSNorm multiplies by `norm_offset + w` (Gemma: 1.0), computed in float32.
+    embed_scale: multiply embeddings by sqrt(D) (Gemma).
+    activation: MLP gate activation, `silu` (SwiGLU) or `gelu_tanh` (GeGLU).
+    attn_logit_softcap / final_logit_softcap: `c * tanh(x / c)` on attention scores / logits.
+    query_pre_attn_scalar: attention scale is this ** -0.5 (default head_dim).
+    sandwich_norms: extra norms after attention and around the MLP (Gemma 2).
   """
   model_type: str = "llama"
   vocab_size: int = 32000
@@ -41,6 +51,18 @@ class ModelConfig:
   max_position_embeddings: int = 4096
   bos_token_id: int | None = None
   eos_token_ids: tuple[int, ...] = ()
+  qkv_bias: bool = False
+  o_bias: bool = False
+  mlp_bias: bool = False
+  qk_norm: bool = False
+  layer_windows: tuple[int, ...] | None = None
+  norm_offset: float = 0.0
+  embed_scale: bool = False
+  activation: str = "silu"
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  query_pre_attn_scalar: float | None = None
+  sandwich_norms: bool = False
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -51,13 +73,31 @@ class ModelConfig:
       if getattr(self, name) <= 0:
         raise errors.ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
+    if self.layer_windows is not None and len(self.layer_windows) != self.num_layers:
+      raise errors.ConfigError(f"layer_windows has {len(self.layer_windows)} entries for "
+                               f"{self.num_layers} layers")
+    if self.activation not in ("silu", "gelu_tanh"):
+      raise errors.ConfigError(f"activation {self.activation!r} is not supported "
+                               "(supported: silu, gelu_tanh)")
+
+  @property
+  def windows(self) -> tuple[int, ...]:
+    """Per-layer sliding-window size (0 = full attention)."""
+    return self.layer_windows or (0,) * self.num_layers
+
   @property
   def rope_scaling_dict(self) -> dict[str, Any] | None:
     return dict(self.rope_scaling) if self.rope_scaling else None
 
   @classmethod
   def from_hf_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-    """Builds a config from a Hugging Face `config.json` dictionary."""
+    """Builds a config from a Hugging Face `config.json` dictionary (any supported family)."""
+    from swiftjax.models import families  # pylint: disable=g-import-not-at-top
+    return families.config_from_hf(d)
+
+  @classmethod
+  def base_kwargs_from_hf_dict(cls, d: dict[str, Any]) -> dict[str, Any]:
+    """The fields every family reads the same way from `config.json`."""
     try:
       hidden = int(d["hidden_size"])
       heads = int(d["num_attention_heads"])
@@ -71,7 +111,7 @@ class ModelConfig:
       if rope and rope.get("rope_type", rope.get("type", "default")) != "default":
         rope_scaling = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                     for k, v in rope.items()))
-      return cls(
+      return dict(
           model_type=d.get("model_type", "llama"),
           vocab_size=int(d["vocab_size"]),
           hidden_size=hidden,

@@ -4,17 +4,19 @@ Quantized tensors (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K, ...) are dequantized with the `
 Two layout facts from llama.cpp's converter matter here:
   * GGUF lists dimensions innermost-first; numpy views come out `[out, in]` like PyTorch.
   * `attn_q`/`attn_k` rows are permuted so that each head's two rotary halves are interleaved
-    (llama.cpp rotates adjacent pairs). We undo that so the half-split RoPE of `llama.py` applies.
+    (llama.cpp rotates adjacent pairs). We undo that so the half-split RoPE of `decoder.py` applies.
 """
 
+import dataclasses
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
+from swiftjax import sharding
+from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -136,11 +138,30 @@ def _dequantize(tensor, path) -> np.ndarray:
   return np.asarray(out, np.float32).reshape(expected)
 
 
-def load(path: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[ModelConfig, dict]:
+def _config(reader, path: pathlib.Path) -> ModelConfig:
+  meta = {k: _field_value(f) for k, f in reader.fields.items()
+          if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
+  cfg = config_from_metadata(meta, path)
+  tensors = {t.name: t for t in reader.tensors}
+  if "token_embd.weight" not in tensors:
+    raise errors.CheckpointError(f"{path}: GGUF file lacks tensor 'token_embd.weight'")
+  vocab = int(tensors["token_embd.weight"].shape[-1])
+  return dataclasses.replace(cfg, vocab_size=vocab,
+                             tie_word_embeddings="output.weight" not in tensors)
+
+
+def read_config(path: str | pathlib.Path) -> ModelConfig:
+  """The ModelConfig of a GGUF file (metadata plus the tensor table; no weights are read)."""
+  path = pathlib.Path(path)
+  return _config(_open(path), path)
+
+
+def load(path: str | pathlib.Path, dtype: Any = jnp.float32,
+         shardings: Any = None) -> tuple[ModelConfig, dict]:
   """Reads a GGUF file into `(config, params)`, dequantizing every tensor to `dtype`.
 
-  Layers are written one at a time into preallocated stacked host arrays of the target dtype,
-  so peak host memory stays near one copy of the model plus one float32 tensor.
+  Parameters are assembled one leaf at a time (all layers of one weight) and placed on devices
+  (into `shardings`, a tree of `NamedSharding`, when given) before the next leaf is read.
 
   Raises:
     CheckpointError: missing/corrupted file, missing tensor (named), or a shape mismatch.
@@ -148,54 +169,48 @@ def load(path: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[ModelConfi
   """
   path = pathlib.Path(path)
   reader = _open(path)
-  meta = {k: _field_value(f) for k, f in reader.fields.items()
-          if not k.startswith("tokenizer.ggml.") or k.endswith("_id")}
-  cfg = config_from_metadata(meta, path)
+  cfg = _config(reader, path)
   tensors = {t.name: t for t in reader.tensors}
+  np_dtype = jnp.dtype(dtype)
+  shapes = decoder.param_shapes(cfg, dtype)
 
-  def need(name):
+  def read(name, want, heads=None, transpose=False):
     if name not in tensors:
       raise errors.CheckpointError(f"{path}: GGUF file lacks tensor {name!r}")
-    return _dequantize(tensors[name], path)
-
-  embedding = need("token_embd.weight")
-  import dataclasses  # pylint: disable=g-import-not-at-top
-  cfg = dataclasses.replace(cfg, vocab_size=embedding.shape[0],
-                            tie_word_embeddings="output.weight" not in tensors)
-  np_dtype = jnp.dtype(dtype)
-
-  def check(name, got, want):
-    if tuple(got) != tuple(want):
+    w = _dequantize(tensors[name], path)
+    if heads:
+      w = unpermute_rotary(w, heads)
+    if transpose:
+      w = w.T
+    if tuple(w.shape) != tuple(want):
       raise errors.CheckpointError(
-          f"{path}: tensor {name} has shape {tuple(got)}, expected {tuple(want)}")
+          f"{path}: tensor {name} has shape {tuple(w.shape)}, expected {tuple(want)}")
+    return w
 
-  from swiftjax.models import llama  # pylint: disable=g-import-not-at-top
-  shapes = jax.eval_shape(lambda: llama.init(cfg, jax.random.key(0), dtype))
-  check("token_embd.weight", embedding.shape, shapes["embed_tokens"]["embedding"].shape)
-  layers: dict = {}
+  def place(p, buf):
+    target = shardings
+    if target is not None:
+      for key in p:
+        target = target[key]
+    return sharding.put(buf, target)
+
+  flat = {}
+  for p, name, transpose in ((("embed_tokens", "embedding"), "token_embd.weight", False),
+                             (("norm", "scale"), "output_norm.weight", False),
+                             (("lm_head", "kernel"), "output.weight", True)):
+    if p[0] == "lm_head" and cfg.tie_word_embeddings:
+      continue
+    want = shapes[p[0]][p[1]].shape
+    flat[p] = place(p, read(name, want, transpose=transpose).astype(np_dtype))
   for gguf_name, (sub, transpose, heads_attr) in _LAYER_TENSORS.items():
+    p = ("layers",) + sub
     leaf = shapes["layers"]
     for key in sub:
       leaf = leaf[key]
-    stacked = np.empty(leaf.shape, np_dtype)
+    buf = np.empty(leaf.shape, np_dtype)
     for i in range(cfg.num_layers):
-      name = f"blk.{i}.{gguf_name}.weight"
-      w = need(name)
-      if heads_attr:
-        w = unpermute_rotary(w, getattr(cfg, heads_attr))
-      if transpose:
-        w = w.T
-      check(name, w.shape, leaf.shape[1:])
-      stacked[i] = w
-    node = layers
-    for key in sub[:-1]:
-      node = node.setdefault(key, {})
-    node[sub[-1]] = stacked
-  params = {"embed_tokens": {"embedding": embedding.astype(np_dtype)}, "layers": layers,
-            "norm": {"scale": need("output_norm.weight").astype(np_dtype)}}
-  check("output_norm.weight", params["norm"]["scale"].shape, (cfg.hidden_size,))
-  if not cfg.tie_word_embeddings:
-    head = need("output.weight").T
-    check("output.weight", head.shape, shapes["lm_head"]["kernel"].shape)
-    params["lm_head"] = {"kernel": head.astype(np_dtype)}
-  return cfg, jax.tree.map(jnp.asarray, params)
+      buf[i] = read(f"blk.{i}.{gguf_name}.weight", leaf.shape[1:],
+                    getattr(cfg, heads_attr) if heads_attr else None, transpose)
+    flat[p] = place(p, buf)
+    del buf
+  return cfg, decoder.nest(flat)

@@ -1,7 +1,7 @@
 """Load a Hugging Face checkpoint directory (`config.json` + `*.safetensors`) into our layout.
 
-Tensors are read lazily, one at a time, with `safetensors.safe_open`, cast to the requested dtype
-on the host and written into stacked per-layer arrays, so the model is never held twice.
+Tensors are read lazily, one at a time, with `safetensors.safe_open` (memory-mapped), cast to
+the requested dtype on the host and written into stacked per-layer arrays.
 """
 
 import json
@@ -13,11 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
-from swiftjax.models import llama
+from swiftjax import sharding
+from swiftjax.models import decoder
+from swiftjax.models import families
 from swiftjax.models.config import ModelConfig
-
-SUPPORTED_MODEL_TYPES = ("llama",)
-
 
 def read_config(directory: pathlib.Path) -> ModelConfig:
   """Reads and validates `config.json`."""
@@ -28,10 +27,7 @@ def read_config(directory: pathlib.Path) -> ModelConfig:
     d = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
-  model_type = d.get("model_type")
-  if model_type not in SUPPORTED_MODEL_TYPES:
-    raise errors.ConfigError(f"{path}: model_type {model_type!r} is not supported "
-                             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+  families.check_supported(d.get("model_type"), path)
   return ModelConfig.from_hf_dict(d)
 
 
@@ -63,8 +59,19 @@ def _tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
   return table
 
 
-def load(directory: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[ModelConfig, dict]:
-  """Reads a Hugging Face Llama-family directory into `(config, params)`.
+def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
+         shardings: Any = None) -> tuple[ModelConfig, dict]:
+  """Reads a Hugging Face directory of a supported family into `(config, params)`.
+
+  Parameters are assembled one leaf at a time (all layers of one weight), cast to `dtype` on the
+  host and placed on devices before the next leaf is read, so peak host memory stays near one
+  copy of the model in `dtype` plus one leaf.
+
+  Args:
+    directory: holds `config.json` and `*.safetensors` (sharded with an index, or not).
+    dtype: parameter dtype.
+    shardings: optional tree of `NamedSharding` (same structure as the params); each leaf is
+      placed straight into its layout.
 
   Raises:
     CheckpointError: missing/corrupted files, a missing tensor (named), or a shape mismatch
@@ -75,45 +82,50 @@ def load(directory: str | pathlib.Path, dtype: Any = jnp.float32) -> tuple[Model
   directory = pathlib.Path(directory)
   cfg = read_config(directory)
   files = _tensor_files(directory)
-  shapes = jax.eval_shape(lambda: llama.init(cfg, jax.random.key(0), dtype))
   np_dtype = jnp.dtype(dtype)
-
-  buffers = jax.tree.map(lambda s: np.empty(s.shape, np_dtype), shapes)
+  by_path: dict[tuple[str, ...], list] = {}
+  for name, (path, layer, transpose) in decoder.hf_tensor_names(cfg).items():
+    if name not in files:
+      raise errors.CheckpointError(f"{directory}: checkpoint lacks tensor {name!r}")
+    by_path.setdefault(path, []).append((name, layer, transpose))
+  shapes = decoder.param_shapes(cfg, dtype)
   handles: dict[pathlib.Path, Any] = {}
+  flat = {}
   try:
-    for name, (path, layer, transpose) in llama.hf_tensor_names(cfg).items():
-      if name not in files:
-        raise errors.CheckpointError(f"{directory}: checkpoint lacks tensor {name!r}")
-      f = files[name]
-      if f not in handles:
+    for path, entries in by_path.items():
+      shape = _at(shapes, path).shape
+      buf = np.empty(shape, np_dtype)
+      for name, layer, transpose in entries:
+        f = files[name]
+        if f not in handles:
+          try:
+            handles[f] = safe_open(str(f), framework="numpy")
+          except Exception as e:  # safetensors raises its own error types on damaged headers.
+            raise errors.CheckpointError(f"{f}: not a readable safetensors file: {e}") from None
         try:
-          handles[f] = safe_open(str(f), framework="numpy")
-        except Exception as e:  # safetensors raises its own error types on damaged headers.
-          raise errors.CheckpointError(f"{f}: not a readable safetensors file: {e}") from None
-      try:
-        w = _get_tensor(handles[f], name)
-      except Exception as e:
-        raise errors.CheckpointError(f"{f}: cannot read tensor {name!r} "
-                                     f"(truncated or corrupted?): {e}") from None
-      if transpose:
-        w = w.T
-      node = buffers
-      for key in path[:-1]:
-        node = node[key]
-      target = node[path[-1]]
-      want = target.shape[1:] if layer is not None else target.shape
-      if tuple(w.shape) != tuple(want):
-        raise errors.CheckpointError(
-            f"{directory}: tensor {name} has shape {tuple(w.shape)}, expected {tuple(want)}")
-      if layer is not None:
-        target[layer] = w
-      else:
-        target[...] = w
+          w = np.asarray(handles[f].get_tensor(name))
+        except Exception as e:
+          raise errors.CheckpointError(f"{f}: cannot read tensor {name!r} "
+                                       f"(truncated or corrupted?): {e}") from None
+        if transpose:
+          w = w.T
+        want = shape[1:] if layer is not None else shape
+        if tuple(w.shape) != tuple(want):
+          raise errors.CheckpointError(
+              f"{directory}: tensor {name} has shape {tuple(w.shape)}, expected {tuple(want)}")
+        if layer is not None:
+          buf[layer] = w
+        else:
+          buf[...] = w
+      target = _at(shardings, path) if shardings is not None else None
+      flat[path] = sharding.put(buf, target)
+      del buf
   finally:
     handles.clear()
-  return cfg, jax.tree.map(jnp.asarray, buffers)
+  return cfg, decoder.nest(flat)
 
 
-def _get_tensor(handle, name: str) -> np.ndarray:
-  """Reads one tensor as numpy (bfloat16 comes back as an `ml_dtypes` array)."""
-  return np.asarray(handle.get_tensor(name))
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
+  for key in path:
+    tree = tree[key]
+  return tree

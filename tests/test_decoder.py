@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from swiftjax import models
-from swiftjax.models import llama
+from swiftjax.models import decoder
 from tests import testutil
 
 
@@ -36,7 +36,7 @@ class LlamaParityTest(parameterized.TestCase):
     cfg, params = models.from_pretrained(tmp)
     tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
     want = _torch_logits(ref, tokens)
-    got, _ = jax.jit(llama.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
+    got, _ = jax.jit(decoder.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
     scale = np.abs(want).max()
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * max(1.0, scale), rtol=0)
 
@@ -46,8 +46,8 @@ class LlamaParityTest(parameterized.TestCase):
     cfg, params = models.from_pretrained(tmp)
     tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
     want = _torch_logits(ref, tokens)
-    cache = llama.init_cache(cfg, batch=2, max_len=32)
-    step = jax.jit(llama.apply, static_argnums=2)
+    cache = decoder.init_cache(cfg, batch=2, max_len=32)
+    step = jax.jit(decoder.apply, static_argnums=2)
     logits, cache = step(params, jnp.asarray(tokens[:, :16]), cfg, cache=cache)
     got = [np.asarray(logits)]
     for t in range(16, 24):
@@ -60,7 +60,7 @@ class LlamaParityTest(parameterized.TestCase):
   def test_left_padding_does_not_change_a_row(self):
     cfg = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2,
                              num_heads=4, num_kv_heads=2, head_dim=8)
-    params = llama.init(cfg, jax.random.key(0))
+    params = decoder.init(cfg, jax.random.key(0))
     rng = np.random.default_rng(2)
     short = rng.integers(0, 64, (5,))
     long = rng.integers(0, 64, (9,))
@@ -70,8 +70,8 @@ class LlamaParityTest(parameterized.TestCase):
     mask = tokens != 0
     mask[1] = True
     mask[0, :4] = False
-    padded, _ = llama.apply(params, jnp.asarray(tokens), cfg, mask=jnp.asarray(mask))
-    alone, _ = llama.apply(params, jnp.asarray(short[None]), cfg)
+    padded, _ = decoder.apply(params, jnp.asarray(tokens), cfg, mask=jnp.asarray(mask))
+    alone, _ = decoder.apply(params, jnp.asarray(short[None]), cfg)
     np.testing.assert_allclose(np.asarray(padded[0, 4:]), np.asarray(alone[0]), atol=1e-5)
 
   def test_param_axes_cover_every_param(self):
@@ -79,8 +79,8 @@ class LlamaParityTest(parameterized.TestCase):
       cfg = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=48,
                                num_layers=3, num_heads=4, num_kv_heads=2, head_dim=8,
                                tie_word_embeddings=tie)
-      shapes = jax.eval_shape(lambda c=cfg: llama.init(c, jax.random.key(0)))
-      axes = llama.param_axes(cfg)
+      shapes = jax.eval_shape(lambda c=cfg: decoder.init(c, jax.random.key(0)))
+      axes = decoder.param_axes(cfg)
       is_axes = lambda x: isinstance(x, tuple) and all(isinstance(a, str) for a in x)
       self.assertEqual(jax.tree.structure(shapes),
                        jax.tree.structure(jax.tree.map(lambda a: 0, axes, is_leaf=is_axes)))
@@ -90,7 +90,7 @@ class LlamaParityTest(parameterized.TestCase):
     tmp = pathlib.Path(self.create_tempdir().full_path)
     ref = testutil.save_tiny_llama(tmp)
     cfg = models.safetensors_loader.read_config(tmp)
-    self.assertEqual(set(llama.hf_tensor_names(cfg)), set(ref.state_dict()))
+    self.assertEqual(set(decoder.hf_tensor_names(cfg)), set(ref.state_dict()))
 
 
 if __name__ == "__main__":

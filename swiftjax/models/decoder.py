@@ -1,0 +1,346 @@
+"""Decoder-only transformer as pure functions over a parameter pytree.
+
+One block serves every supported family (Llama 2/3/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 2);
+`ModelConfig` switches say what differs (see `families.py`). The block is
+  x += [post_norm](attn(norm(x)))         attn: GQA, RoPE, optional q/k norm, bias, window,
+  x += [post_norm](mlp([pre_norm](x)))    mlp:  act(gate(x)) * up(x) -> down (SwiGLU / GeGLU)
+
+Parameters are a nested dict; layers are stacked on a leading `layers` axis and run with
+`jax.lax.scan`, so compile time does not grow with depth (maxtext's `scan_layers`):
+
+  embed_tokens/embedding                 [V, D]
+  layers/input_layernorm/scale           [L, D]
+  layers/self_attn/q_proj/kernel         [L, D, H*hd]     (+ bias [L, H*hd] when qkv_bias)
+  layers/self_attn/k_proj/kernel         [L, D, K*hd]     (+ bias)
+  layers/self_attn/v_proj/kernel         [L, D, K*hd]     (+ bias)
+  layers/self_attn/o_proj/kernel         [L, H*hd, D]     (+ bias [L, D] when o_bias)
+  layers/self_attn/{q,k}_norm/scale      [L, hd]          (qk_norm)
+  layers/post_attention_layernorm/scale  [L, D]
+  layers/pre_feedforward_layernorm/scale [L, D]           (sandwich_norms)
+  layers/post_feedforward_layernorm/scale [L, D]          (sandwich_norms)
+  layers/mlp/{gate,up}_proj/kernel       [L, D, F]        (+ bias when mlp_bias)
+  layers/mlp/down_proj/kernel            [L, F, D]
+  norm/scale                             [D]
+  lm_head/kernel                         [D, V]           (absent when embeddings are tied)
+
+Kernels are `[in, out]` and go through `swiftjax.linear.linear`, so any registered weight kind
+(LoRA, quantized, ...) can stand in for a dense kernel without this file knowing about it.
+Without sandwich norms `post_attention_layernorm` is the pre-MLP norm (Hugging Face's naming).
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from swiftjax import errors
+from swiftjax.linear import linear
+from swiftjax.models.config import ModelConfig
+
+Params = dict[str, Any]
+Cache = dict[str, jax.Array]
+
+_PROJ = {
+    ("self_attn", "q_proj"): ("embed", "q_heads"),
+    ("self_attn", "k_proj"): ("embed", "kv_heads"),
+    ("self_attn", "v_proj"): ("embed", "kv_heads"),
+    ("self_attn", "o_proj"): ("q_heads", "embed"),
+    ("mlp", "gate_proj"): ("embed", "mlp"),
+    ("mlp", "up_proj"): ("embed", "mlp"),
+    ("mlp", "down_proj"): ("mlp", "embed"),
+}
+
+
+def _proj_shape(cfg: ModelConfig, name: str) -> tuple[int, int]:
+  d, f = cfg.hidden_size, cfg.intermediate_size
+  q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+  return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+          "gate_proj": (d, f), "up_proj": (d, f), "down_proj": (f, d)}[name]
+
+
+def _has_bias(cfg: ModelConfig, group: str, name: str) -> bool:
+  if group == "mlp":
+    return cfg.mlp_bias
+  return cfg.o_bias if name == "o_proj" else cfg.qkv_bias
+
+
+def _layer_norm_names(cfg: ModelConfig) -> tuple[str, ...]:
+  names = ("input_layernorm", "post_attention_layernorm")
+  if cfg.sandwich_norms:
+    names += ("pre_feedforward_layernorm", "post_feedforward_layernorm")
+  return names
+
+
+def _spec(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[tuple[int, ...], tuple[str, ...], str]]:
+  """Every parameter: path -> (shape, logical axes, init kind in {normal, zeros, ones})."""
+  L, D, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
+  norm_init = "zeros" if cfg.norm_offset else "ones"
+  spec = {("embed_tokens", "embedding"): ((V, D), ("vocab", "embed"), "normal"),
+          ("norm", "scale"): ((D,), ("norm",), norm_init)}
+  for n in _layer_norm_names(cfg):
+    spec[("layers", n, "scale")] = ((L, D), ("layers", "norm"), norm_init)
+  for (group, name), axes in _PROJ.items():
+    shape = _proj_shape(cfg, name)
+    spec[("layers", group, name, "kernel")] = ((L,) + shape, ("layers",) + axes, "normal")
+    if _has_bias(cfg, group, name):
+      spec[("layers", group, name, "bias")] = ((L, shape[1]), ("layers", axes[1]), "zeros")
+  if cfg.qk_norm:
+    for n in ("q_norm", "k_norm"):
+      spec[("layers", "self_attn", n, "scale")] = ((L, cfg.head_dim), ("layers", "head_dim"),
+                                                   norm_init)
+  if not cfg.tie_word_embeddings:
+    spec[("lm_head", "kernel")] = ((D, V), ("embed", "vocab"), "normal")
+  return spec
+
+
+def nest(flat: dict[tuple[str, ...], Any]) -> Params:
+  """`{("a", "b"): x}` -> `{"a": {"b": x}}`."""
+  tree: Params = {}
+  for path, value in flat.items():
+    node = tree
+    for key in path[:-1]:
+      node = node.setdefault(key, {})
+    node[path[-1]] = value
+  return tree
+
+
+def param_axes(cfg: ModelConfig) -> Params:
+  """Logical axis names of every parameter (same tree structure as `init`)."""
+  return nest({path: axes for path, (_, axes, _) in _spec(cfg).items()})
+
+
+def param_shapes(cfg: ModelConfig, dtype: Any = jnp.float32) -> Params:
+  """`jax.ShapeDtypeStruct` of every parameter, without allocating anything."""
+  return nest({path: jax.ShapeDtypeStruct(shape, dtype)
+                for path, (shape, _, _) in _spec(cfg).items()})
+
+
+def init(cfg: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
+  """Random parameters (normal, std 0.02, as Hugging Face initialises these models); norm
+  scales start at the identity and biases at zero."""
+  spec = _spec(cfg)
+  keys = dict(zip(spec, jax.random.split(rng, len(spec))))
+  flat = {}
+  for path, (shape, _, kind) in spec.items():
+    if kind == "normal":
+      flat[path] = (0.02 * jax.random.normal(keys[path], shape, jnp.float32)).astype(dtype)
+    else:
+      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
+  return nest(flat)
+
+
+def hf_tensor_names(cfg: ModelConfig) -> dict[str, tuple[tuple[str, ...], int | None, bool]]:
+  """Table from Hugging Face tensor names to `(param path, layer index or None, transpose)`.
+
+  Hugging Face stores linear weights `[out, in]`; ours are `[in, out]`, hence `transpose`.
+  """
+  table: dict[str, tuple[tuple[str, ...], int | None, bool]] = {}
+  for path in _spec(cfg):
+    if path[0] != "layers":
+      hf = {("embed_tokens", "embedding"): "model.embed_tokens.weight",
+            ("norm", "scale"): "model.norm.weight",
+            ("lm_head", "kernel"): "lm_head.weight"}[path]
+      table[hf] = (path, None, path[-1] == "kernel")
+      continue
+    leaf = {"kernel": "weight", "scale": "weight", "bias": "bias"}[path[-1]]
+    module = ".".join(path[1:-1])
+    for i in range(cfg.num_layers):
+      table[f"model.layers.{i}.{module}.{leaf}"] = (path, i, path[-1] == "kernel")
+  return table
+
+
+def rope_frequencies(cfg: ModelConfig) -> jax.Array:
+  """Inverse frequencies `[head_dim // 2]` including Hugging Face's `linear`/`llama3` scaling."""
+  hd = cfg.head_dim
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  scaling = cfg.rope_scaling_dict
+  if not scaling:
+    return inv_freq
+  kind = scaling.get("rope_type", scaling.get("type", "default"))
+  if kind == "default":
+    return inv_freq
+  if kind == "linear":
+    return inv_freq / float(scaling["factor"])
+  if kind == "llama3":
+    # Llama 3.1: keep high frequencies, divide low frequencies by `factor`, blend in between.
+    factor = float(scaling["factor"])
+    low, high = float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+    old_ctx = float(scaling["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = jnp.where(wavelen > old_ctx / low, inv_freq / factor, inv_freq)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_ctx / high) & (wavelen <= old_ctx / low)
+    return jnp.where(medium, blended, scaled)
+  raise errors.ConfigError(f"rope_scaling type {kind!r} is not supported "
+                           "(supported: default, linear, llama3)")
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotates `x [B, T, N, hd]` by `positions [B, T]` (half-split layout, as Hugging Face)."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, hd/2]
+  cos = jnp.cos(angles)[:, :, None, :]
+  sin = jnp.sin(angles)[:, :, None, :]
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, cfg: ModelConfig) -> jax.Array:
+  """RMSNorm in float32. Llama-style casts back before the scale; Gemma-style (`norm_offset`)
+  multiplies by `1 + w` in float32 and casts last, as each Hugging Face family does."""
+  x32 = x.astype(jnp.float32)
+  normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + cfg.rms_norm_eps)
+  if cfg.norm_offset:
+    return (normed * (cfg.norm_offset + scale.astype(jnp.float32))).astype(x.dtype)
+  return scale.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> Cache:
+  """An empty KV cache.
+
+  Returns:
+    dict with `k`, `v` `[L, B, S, K, hd]`, `valid [B, S]` (slot holds a real token),
+    `end` (int32 scalar, slots written so far) and `next_pos [B]` (position of the next token).
+  """
+  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
+          "valid": jnp.zeros((batch, max_len), bool), "end": jnp.zeros((), jnp.int32),
+          "next_pos": jnp.zeros((batch,), jnp.int32)}
+
+
+def cache_axes() -> dict[str, tuple[str | None, ...]]:
+  """Logical axes of the KV cache entries (for `swiftjax.sharding`)."""
+  kv = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "head_dim")
+  return {"k": kv, "v": kv, "valid": ("cache_batch", "cache_length"), "end": (),
+          "next_pos": ("cache_batch",)}
+
+
+def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
+  return x if not cap else cap * jnp.tanh(x / cap)
+
+
+def _attention(q, k, v, allowed, cfg: ModelConfig):
+  """q `[B, T, H, hd]`, k/v `[B, S, K, hd]`, allowed `[B, T, S]` -> `[B, T, H*hd]`."""
+  B, T, H, hd = q.shape
+  K = cfg.num_kv_heads
+  q = q.reshape(B, T, K, H // K, hd)
+  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = _softcap(scores * (cfg.query_pre_attn_scalar or hd) ** -0.5, cfg.attn_logit_softcap)
+  scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+  return out.reshape(B, T, H * hd).astype(q.dtype)
+
+
+def _proj(x, p, dtype):
+  y = linear(x, p["kernel"], dtype)
+  return y + p["bias"].astype(dtype) if "bias" in p else y
+
+
+def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
+          mask: jax.Array | None = None, positions: jax.Array | None = None,
+          cache: Cache | None = None, compute_dtype: Any = None,
+          last_only: bool = False) -> tuple[jax.Array, Cache | None]:
+  """Runs the decoder.
+
+  Args:
+    params: parameter tree from `init` or a loader.
+    tokens: `[B, T]` int token ids.
+    cfg: the model config.
+    mask: `[B, T]` bool, False on padding tokens (left padding for batched generation).
+    positions: `[B, T]` int positions for RoPE; by default counted over non-padding tokens
+      (continuing from `cache["next_pos"]` when a cache is given).
+    cache: KV cache from `init_cache`; the T new tokens are written at slots
+      `[end, end + T)` and attend to every valid earlier slot.
+    compute_dtype: dtype of activations and matmuls (default: the embedding's dtype).
+    last_only: return logits for the last position only (`[B, 1, V]`), as generation needs.
+
+  Returns:
+    `(logits [B, T, V] float32, updated cache or None)`.
+  """
+  B, T = tokens.shape
+  dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
+  if mask is None:
+    mask = jnp.ones((B, T), bool)
+  if positions is None:
+    start = cache["next_pos"][:, None] if cache is not None else 0
+    positions = jnp.maximum(start + jnp.cumsum(mask, axis=1) - 1, 0)
+  inv_freq = rope_frequencies(cfg)
+
+  if cache is not None:
+    end = cache["end"]
+    valid = jax.lax.dynamic_update_slice(cache["valid"], mask, (0, end))
+    q_slots = end + jnp.arange(T)
+    k_slots = jnp.arange(valid.shape[1])
+  else:
+    valid = mask
+    q_slots = k_slots = jnp.arange(T)
+  # Slots are contiguous per row (left padding), so slot distance is token distance.
+  distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
+  causal = valid[:, None, :] & (distance >= 0)[None]
+
+  x = jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0).astype(dtype)
+  if cfg.embed_scale:
+    x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype)
+
+  def norm(p, name, h):
+    return rms_norm(h, p[name]["scale"], cfg)
+
+  def block(x, layer):
+    p, ck, cv, window = layer
+    allowed = causal & ((window == 0) | (distance < window))[None]
+    h = norm(p, "input_layernorm", x)
+    a = p["self_attn"]
+    q = _proj(h, a["q_proj"], dtype).reshape(B, T, cfg.num_heads, cfg.head_dim)
+    k = _proj(h, a["k_proj"], dtype).reshape(B, T, cfg.num_kv_heads, cfg.head_dim)
+    v = _proj(h, a["v_proj"], dtype).reshape(B, T, cfg.num_kv_heads, cfg.head_dim)
+    if cfg.qk_norm:
+      q = norm(a, "q_norm", q)
+      k = norm(a, "k_norm", k)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    if ck is not None:
+      ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, end, 0, 0))
+      cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, end, 0, 0))
+      k_all, v_all = ck.astype(dtype), cv.astype(dtype)
+    else:
+      k_all, v_all = k, v
+    h = _proj(_attention(q, k_all, v_all, allowed, cfg), a["o_proj"], dtype)
+    if cfg.sandwich_norms:
+      h = norm(p, "post_attention_layernorm", h)
+      x = x + h
+      h = norm(p, "pre_feedforward_layernorm", x)
+    else:
+      x = x + h
+      h = norm(p, "post_attention_layernorm", x)
+    m = p["mlp"]
+    act = jax.nn.silu if cfg.activation == "silu" else (lambda y: jax.nn.gelu(y, approximate=True))
+    h = _proj(act(_proj(h, m["gate_proj"], dtype)) * _proj(h, m["up_proj"], dtype),
+              m["down_proj"], dtype)
+    if cfg.sandwich_norms:
+      h = norm(p, "post_feedforward_layernorm", h)
+    return x + h, (ck, cv)
+
+  layer_xs = (params["layers"],
+              cache["k"] if cache is not None else None,
+              cache["v"] if cache is not None else None,
+              jnp.asarray(cfg.windows, jnp.int32))
+  x, (new_k, new_v) = jax.lax.scan(block, x, layer_xs)
+
+  if last_only:
+    x = x[:, -1:]
+  x = rms_norm(x, params["norm"]["scale"], cfg)
+  if cfg.tie_word_embeddings:
+    logits = jnp.einsum("btd,vd->btv", x, params["embed_tokens"]["embedding"].astype(dtype),
+                        preferred_element_type=jnp.float32)
+  else:
+    logits = linear(x, params["lm_head"]["kernel"], dtype).astype(jnp.float32)
+  logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
+
+  new_cache = None
+  if cache is not None:
+    new_cache = {"k": new_k, "v": new_v, "valid": valid, "end": end + T,
+                 "next_pos": cache["next_pos"] + jnp.sum(mask, axis=1, dtype=jnp.int32)}
+  return logits, new_cache
