@@ -49,30 +49,53 @@ def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.Comp
                         capture_output=True, text=True, timeout=timeout)
 
 
-def tiny_llama_config(**overrides):
-  """A small random `transformers.LlamaConfig` (fp32) for parity tests."""
+# Per-family settings that make each family's differences matter at tiny sizes (a sliding
+# window shorter than the test sequences, soft-caps that bite, an explicit head_dim).
+FAMILY_OVERRIDES = {
+    "llama": {},
+    "mistral": dict(sliding_window=8),
+    "qwen2": {},
+    "qwen3": dict(head_dim=16),
+    "gemma2": dict(head_dim=16, query_pre_attn_scalar=24, sliding_window=8,
+                   attn_logit_softcapping=5.0, final_logit_softcapping=3.0,
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+}
+
+
+def tiny_config(model_type: str = "llama", **overrides):
+  """A small random transformers config of `model_type` (fp32) for parity tests."""
   import transformers  # pylint: disable=g-import-not-at-top
   kwargs = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                 rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
                 bos_token_id=1, eos_token_id=2, pad_token_id=0)
+  kwargs.update(FAMILY_OVERRIDES[model_type])
   kwargs.update(overrides)
-  return transformers.LlamaConfig(**kwargs)
+  return transformers.AutoConfig.for_model(model_type, **kwargs)
 
 
-def save_tiny_llama(directory, seed: int = 0, **overrides):
-  """Saves a random tiny Llama with `save_pretrained` (safetensors); returns the torch model."""
+def save_tiny_model(directory, model_type: str = "llama", seed: int = 0, **overrides):
+  """Saves a random tiny model with `save_pretrained` (safetensors); returns the torch model."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
-  model = transformers.LlamaForCausalLM(tiny_llama_config(**overrides)).float().eval()
-  # Random norms, so a swapped or missing norm weight cannot hide behind all-ones.
+  config = tiny_config(model_type, **overrides)
+  model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+  model = model.float().eval()
+  # Random norms and biases, so a swapped or missing one cannot hide behind ones and zeros.
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name:
         p.copy_(1 + 0.1 * torch.randn_like(p))
+      elif name.endswith(".bias"):
+        p.copy_(0.1 * torch.randn_like(p))
   model.save_pretrained(str(directory), safe_serialization=True)
   return model
+
+
+def save_tiny_llama(directory, seed: int = 0, **overrides):
+  """`save_tiny_model` for the Llama family."""
+  return save_tiny_model(directory, "llama", seed, **overrides)
 
 
 _CORPUS = ("the cat sat on the mat . the dog ate the bone . a bird can sing a song . "
