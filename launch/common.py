@@ -10,6 +10,26 @@ from absl import logging
 from swiftjax import errors
 
 
+def define_mesh_flags() -> tuple[flags.FlagHolder, ...]:
+  """`--mesh_data`, `--mesh_fsdp`, `--mesh_tensor`: the device mesh (-1: all remaining devices).
+
+  With all three at their default (1, -1, 1) and one device, no mesh is used.
+  """
+  return (flags.DEFINE_integer("mesh_data", 1, "Data-parallel mesh axis size."),
+          flags.DEFINE_integer("mesh_fsdp", -1, "FSDP mesh axis size (-1: the rest)."),
+          flags.DEFINE_integer("mesh_tensor", 1, "Tensor-parallel mesh axis size."))
+
+
+def mesh_from_flags(holders: tuple[flags.FlagHolder, ...]):
+  """The mesh the flags ask for, or None for a single device with default flags."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from swiftjax import sharding  # pylint: disable=g-import-not-at-top
+  data, fsdp, tensor = (h.value for h in holders)
+  if jax.device_count() == 1 and (data, fsdp, tensor) == (1, -1, 1):
+    return None
+  return sharding.make_mesh(data=data, fsdp=fsdp, tensor=tensor)
+
+
 _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 

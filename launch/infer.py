@@ -26,6 +26,9 @@ _REPETITION_PENALTY = flags.DEFINE_float("repetition_penalty", 1.0,
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Parameter dtype.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STREAM = flags.DEFINE_bool("stream", False, "Print tokens as they are generated.")
+_STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable); the answer ends "
+                                  "before it.")
+_MESH = common.define_mesh_flags()
 
 
 def main(argv):
@@ -35,14 +38,14 @@ def main(argv):
   sampling = generate.SamplingConfig(
       max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
       top_p=_TOP_P.value or 1.0, repetition_penalty=_REPETITION_PENALTY.value)
-  model = infer.load(_MODEL.value, dtype=_DTYPE.value)
+  model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH))
   stream = None
   if _STREAM.value:
     def stream(piece):
       sys.stdout.write(piece)
       sys.stdout.flush()
   answer = infer.chat(model, [_PROMPT.value], sampling, system=_SYSTEM.value,
-                      seed=_SEED.value, stream=stream)[0]
+                      seed=_SEED.value, stream=stream, stop=_STOP.value)[0]
   if _STREAM.value:
     sys.stdout.write("\n")
   else:

@@ -102,7 +102,8 @@ def _decode_step(params, token, cache, seen, rng, cfg, sampling, compute_dtype):
 def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), *, rng: jax.Array | None = None,
              eos_ids: Sequence[int] = (), compute_dtype: Any = None,
-             on_tokens: Callable[[np.ndarray], None] | None = None) -> list[list[int]]:
+             on_tokens: Callable[[np.ndarray], None] | None = None,
+             stop_fn: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
   """Generates continuations for a batch of token-id prompts.
 
   Args:
@@ -113,7 +114,10 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     rng: PRNG key for sampling (default key 0).
     eos_ids: ids that end a row (default: `cfg.eos_token_ids`).
     compute_dtype: activation dtype (default: the parameters' dtype).
-    on_tokens: streaming callback, called after every step with the `[B]` new token ids.
+    on_tokens: streaming callback, called after every step with the `[B]` new token ids
+      (-1 for rows that have already finished).
+    stop_fn: `stop_fn(row, generated_ids) -> bool`, checked after each appended token; True
+      ends that row (used for stop strings).
 
   Returns:
     B lists of generated ids, each cut after its first EOS (the EOS itself is not included).
@@ -153,6 +157,8 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
           done[i] = True
         else:
           out[i].append(int(host[i]))
+          if stop_fn is not None and stop_fn(i, out[i]):
+            done[i] = True
     if done.all() or step == sampling.max_new_tokens - 1:
       break
     rng, sub = jax.random.split(rng)

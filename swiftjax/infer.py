@@ -28,16 +28,21 @@ class LoadedModel:
     return tuple(sorted(ids))
 
 
-def load(path: str | pathlib.Path | None = None, dtype: Any = "float32") -> LoadedModel:
-  """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct."""
+def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
+         mesh: jax.sharding.Mesh | None = None) -> LoadedModel:
+  """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct.
+
+  With `mesh`, parameters are loaded straight into their `NamedSharding` layout.
+  """
   path = assets.default_model_path() if path is None else path
-  cfg, params = models.from_pretrained(path, dtype=dtype)
+  cfg, params = models.from_pretrained(path, dtype=dtype, mesh=mesh)
   return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path))
 
 
 def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
          sampling: gen.SamplingConfig = gen.SamplingConfig(), *, system: str | None = None,
-         seed: int = 0, stream: Callable[[str], None] | None = None) -> list[str]:
+         seed: int = 0, stream: Callable[[str], None] | None = None,
+         stop: Sequence[str] = ()) -> list[str]:
   """Answers a batch of prompts (plain strings or message lists) with the chat template.
 
   Args:
@@ -47,6 +52,7 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
     system: optional system message put before string prompts.
     seed: PRNG seed for sampling.
     stream: if given (batch of one only), called with each new piece of text as it is generated.
+    stop: stop strings; an answer ends before the first one it produces.
 
   Returns:
     B answers (decoded, special tokens removed).
@@ -75,6 +81,20 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
         stream(text[len(printed[0]):])
         printed[0] = text
 
+  stop_fn = None
+  if stop:
+    def stop_fn(row, ids):
+      del row
+      # Only the tail can hold a stop string that just appeared.
+      tail = model.tokenizer.decode(ids[-16:], skip_special_tokens=True)
+      return any(s in tail for s in stop)
+
   outs = gen.generate(model.params, model.cfg, rendered, sampling, rng=jax.random.key(seed),
-                      eos_ids=model.eos_ids, on_tokens=on_tokens)
-  return [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
+                      eos_ids=model.eos_ids, on_tokens=on_tokens, stop_fn=stop_fn)
+  answers = [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
+  return [_cut_at_stop(a, stop) for a in answers]
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+  cuts = [text.index(s) for s in stop if s in text]
+  return text[:min(cuts)] if cuts else text

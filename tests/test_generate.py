@@ -66,6 +66,14 @@ class GenerateTest(absltest.TestCase):
                        eos_ids=[first[1]])[0]
     self.assertEqual(out, first[:1])
 
+  def test_stop_fn_ends_only_its_row(self):
+    prompts = [[5, 6, 7], [9, 10, 11]]
+    full = gen.generate(self.params, self.cfg, prompts, gen.SamplingConfig(max_new_tokens=6),
+                        eos_ids=[-5])
+    cut = gen.generate(self.params, self.cfg, prompts, gen.SamplingConfig(max_new_tokens=6),
+                       eos_ids=[-5], stop_fn=lambda row, ids: row == 0 and len(ids) == 2)
+    self.assertEqual(cut, [full[0][:2], full[1]])
+
   def test_streaming_callback_sees_every_token(self):
     seen = []
     out = gen.generate(self.params, self.cfg, [[5, 6, 7]], gen.SamplingConfig(max_new_tokens=6),

@@ -36,6 +36,10 @@ class LaunchInferTest(absltest.TestCase):
     self._assert_one_line_error(r, r"^error: GGUF file /nonexistent/model\.gguf does not exist")
     self.assertEqual(r.returncode, 2)
 
+  def test_mesh_that_does_not_fit(self):
+    r = testutil.run_module("launch.infer", "--mesh_tensor=3")
+    self._assert_one_line_error(r, r"^error: 1 devices do not divide into mesh")
+
   def test_stray_positional_argument(self):
     r = testutil.run_module("launch.infer", "hello")
     self._assert_one_line_error(r, r"unexpected positional arguments")

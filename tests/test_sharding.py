@@ -63,3 +63,30 @@ class ShardingTest(parameterized.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class ShardedLoadTest(parameterized.TestCase):
+
+  def test_load_straight_into_mesh_matches_unsharded(self):
+    import pathlib  # pylint: disable=g-import-not-at-top
+    from tests import testutil  # pylint: disable=g-import-not-at-top
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    # hidden 64 / intermediate 128 / 8 heads divide evenly on fsdp=2 x tensor=4.
+    testutil.save_tiny_model(tmp, "qwen2", num_attention_heads=8, num_key_value_heads=4,
+                             intermediate_size=128, max_shard_size="20KB")
+    self.assertTrue((tmp / "model.safetensors.index.json").is_file())
+    cfg, plain = models.from_pretrained(tmp)
+    mesh = sharding.make_mesh(data=1, fsdp=2, tensor=4)
+    cfg2, sharded = models.from_pretrained(tmp, mesh=mesh, dtype="bfloat16")
+    self.assertEqual(cfg, cfg2)
+    kernel = sharded["layers"]["mlp"]["gate_proj"]["kernel"]
+    self.assertEqual(kernel.dtype, jnp.bfloat16)
+    self.assertEqual(kernel.sharding.spec, P(None, "fsdp", "tensor"))
+    # Each device holds 1/8 of the kernel, not a replica.
+    self.assertEqual(kernel.addressable_shards[0].data.shape, (2, 32, 32))
+    tokens = jnp.asarray(np.random.default_rng(0).integers(0, cfg.vocab_size, (8, 12)))
+    want, _ = decoder.apply(plain, tokens, cfg, compute_dtype=jnp.float32)
+    got, _ = jax.jit(decoder.apply, static_argnums=2, static_argnames="compute_dtype")(
+        sharded, tokens, cfg, compute_dtype=jnp.float32)
+    # bf16 weights: close, not equal.
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=0.05)

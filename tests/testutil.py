@@ -74,8 +74,10 @@ def tiny_config(model_type: str = "llama", **overrides):
   return transformers.AutoConfig.for_model(model_type, **kwargs)
 
 
-def save_tiny_model(directory, model_type: str = "llama", seed: int = 0, **overrides):
-  """Saves a random tiny model with `save_pretrained` (safetensors); returns the torch model."""
+def save_tiny_model(directory, model_type: str = "llama", seed: int = 0,
+                    max_shard_size: str | None = None, **overrides):
+  """Saves a random tiny model with `save_pretrained` (safetensors; several shards with an
+  index when `max_shard_size` is small); returns the torch model."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
@@ -89,7 +91,8 @@ def save_tiny_model(directory, model_type: str = "llama", seed: int = 0, **overr
         p.copy_(1 + 0.1 * torch.randn_like(p))
       elif name.endswith(".bias"):
         p.copy_(0.1 * torch.randn_like(p))
-  model.save_pretrained(str(directory), safe_serialization=True)
+  model.save_pretrained(str(directory), **(
+      {"max_shard_size": max_shard_size} if max_shard_size else {}))
   return model
 
 
