@@ -95,6 +95,17 @@ class GenerateTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.ConfigError, "exceeds the model's context"):
       gen.generate(self.params, self.cfg, [[1] * 200], gen.SamplingConfig(max_new_tokens=100))
 
+  def test_one_compile_per_bucket(self):
+    s = gen.SamplingConfig(max_new_tokens=5)
+    gen.generate(self.params, self.cfg, [[3] * 4, [4] * 7], s, eos_ids=[-5])
+    prefill, step = gen._prefill._cache_size(), gen._decode_step._cache_size()
+    for n in (3, 9, 16):  # same batch size, same 16-token bucket: no new compiles
+      gen.generate(self.params, self.cfg, [[3] * n, [5] * 2], s, eos_ids=[-5])
+    self.assertEqual((gen._prefill._cache_size(), gen._decode_step._cache_size()),
+                     (prefill, step))
+    gen.generate(self.params, self.cfg, [[3] * 17, [5] * 2], s, eos_ids=[-5])  # next bucket
+    self.assertEqual(gen._prefill._cache_size(), prefill + 1)
+
   def test_bucket(self):
     self.assertEqual([gen.bucket(n) for n in (1, 16, 17, 100)], [16, 16, 32, 128])
 

@@ -27,8 +27,13 @@ def _permute(w: np.ndarray, n_heads: int) -> np.ndarray:
           .swapaxes(1, 2).reshape(w.shape))
 
 
-def write_gguf(path: pathlib.Path, model, qtype=gguf.GGMLQuantizationType.F32) -> None:
-  """Writes a transformers Llama as llama.cpp would, 2-D weights in `qtype`."""
+def write_gguf(path: pathlib.Path, model, qtype=gguf.GGMLQuantizationType.F32, *,
+               quantize=None, raw_out=None) -> None:
+  """Writes a transformers Llama as llama.cpp would, 2-D weights in `qtype`.
+
+  `quantize(array) -> bytes array` overrides gguf's quantizer; `raw_out` collects what was
+  written for each 2-D tensor.
+  """
   c = model.config
   w = gguf.GGUFWriter(str(path), "llama")
   w.add_block_count(c.num_hidden_layers)
@@ -57,7 +62,10 @@ def write_gguf(path: pathlib.Path, model, qtype=gguf.GGMLQuantizationType.F32) -
       elif module == "self_attn.k_proj":
         a = _permute(a, c.num_key_value_heads)
     if a.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
-      w.add_tensor(out, gguf.quants.quantize(a, qtype), raw_dtype=qtype)
+      q = quantize(a) if quantize else gguf.quants.quantize(a, qtype)
+      if raw_out is not None:
+        raw_out[out] = q
+      w.add_tensor(out, q, raw_dtype=qtype)
     else:
       w.add_tensor(out, a)
   w.write_header_to_file()
@@ -85,7 +93,11 @@ class GGUFTest(parameterized.TestCase):
     np.testing.assert_allclose(np.asarray(got), self.want, atol=1e-4, rtol=0)
 
   @parameterized.named_parameters(("q8_0", gguf.GGMLQuantizationType.Q8_0, 0.02),
-                                  ("f16", gguf.GGMLQuantizationType.F16, 2e-3))
+                                  ("f16", gguf.GGMLQuantizationType.F16, 2e-3),
+                                  ("bf16", gguf.GGMLQuantizationType.BF16, 0.02),
+                                  ("q4_0", gguf.GGMLQuantizationType.Q4_0, 0.3),
+                                  ("q4_1", gguf.GGMLQuantizationType.Q4_1, 0.3),
+                                  ("q5_0", gguf.GGMLQuantizationType.Q5_0, 0.2))
   def test_quantized_is_close(self, qtype, tol):
     write_gguf(self.tmp / "m.gguf", self.ref, qtype)
     cfg, params = models.from_pretrained(self.tmp / "m.gguf")
@@ -93,6 +105,42 @@ class GGUFTest(parameterized.TestCase):
     err = np.abs(np.asarray(got) - self.want).max() / np.abs(self.want).max()
     self.assertLess(err, tol)
     self.assertGreater(err, 0.0)  # the weights really went through the quantizer
+
+  @parameterized.named_parameters(("q4_k", gguf.GGMLQuantizationType.Q4_K),
+                                  ("q6_k", gguf.GGMLQuantizationType.Q6_K))
+  def test_k_quants_dequantize_in_place(self, qtype):
+    # gguf-py can read K-quants but not write them: fill blocks with random bytes (with sane
+    # float16 super-block scales) and check every weight lands where llama.cpp put it.
+    cfg = dict(hidden_size=256, intermediate_size=256, num_attention_heads=4,
+               num_key_value_heads=2, num_hidden_layers=1, vocab_size=32)
+    ref = testutil.save_tiny_llama(self.tmp / "k", **cfg)
+    block_bytes = gguf.GGML_QUANT_SIZES[qtype][1]
+    rng = np.random.default_rng(0)
+    raw = {}
+
+    def quantize(a):
+      rows, cols = a.shape
+      data = rng.integers(0, 256, (rows, cols // 256, block_bytes), dtype=np.uint8)
+      scale = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+      if qtype == gguf.GGMLQuantizationType.Q4_K:
+        data[..., 0:2] = scale  # d
+        data[..., 2:4] = scale  # dmin
+      else:
+        data[..., -2:] = scale  # d is the last field of a Q6_K block
+      return data.reshape(rows, -1)
+
+    path = self.tmp / "k.gguf"
+    write_gguf(path, ref, qtype, quantize=quantize, raw_out=raw)
+    cfg_, params = models.from_pretrained(path)
+    got = np.asarray(params["layers"]["mlp"]["up_proj"]["kernel"][0])
+    want = gguf.quants.dequantize(raw["blk.0.ffn_up.weight"], qtype).T
+    np.testing.assert_array_equal(got, want)
+    self.assertGreater(np.abs(want).max(), 0)
+    got_q = np.asarray(params["layers"]["self_attn"]["q_proj"]["kernel"][0])
+    want_q = gguf_loader.unpermute_rotary(
+        gguf.quants.dequantize(raw["blk.0.attn_q.weight"], qtype), 4).T
+    np.testing.assert_array_equal(got_q, want_q)
+    self.assertEqual(cfg_.hidden_size, 256)
 
   def test_bfloat16_request(self):
     write_gguf(self.tmp / "m.gguf", self.ref)
