@@ -30,6 +30,11 @@ def mesh_from_flags(holders: tuple[flags.FlagHolder, ...]):
   return sharding.make_mesh(data=data, fsdp=fsdp, tensor=tensor)
 
 
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-host jobs; the "
+    "coordinator comes from the cluster environment: SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS "
+    "with JAX_NUM_PROCESSES and JAX_PROCESS_ID).")
+
 _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
@@ -46,6 +51,12 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       # user asks for more with --verbosity=0.
       logging.set_verbosity(logging.WARNING)
     try:
+      if _DISTRIBUTED.value:
+        import jax  # pylint: disable=g-import-not-at-top
+        try:
+          jax.distributed.initialize()
+        except (RuntimeError, ValueError) as e:
+          raise errors.SwiftJaxError(f"--distributed: cannot initialize: {e}") from None
       main(argv)
     except errors.SwiftJaxError as e:
       print(f"error: {e}", file=sys.stderr)

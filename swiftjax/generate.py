@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
+from swiftjax import sharding
 from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
@@ -103,7 +104,8 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
              sampling: SamplingConfig = SamplingConfig(), *, rng: jax.Array | None = None,
              eos_ids: Sequence[int] = (), compute_dtype: Any = None,
              on_tokens: Callable[[np.ndarray], None] | None = None,
-             stop_fn: Callable[[int, list[int]], bool] | None = None) -> list[list[int]]:
+             stop_fn: Callable[[int, list[int]], bool] | None = None,
+             mesh: jax.sharding.Mesh | None = None) -> list[list[int]]:
   """Generates continuations for a batch of token-id prompts.
 
   Args:
@@ -118,6 +120,9 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
       (-1 for rows that have already finished).
     stop_fn: `stop_fn(row, generated_ids) -> bool`, checked after each appended token; True
       ends that row (used for stop strings).
+    mesh: lay the KV cache and the token batch out on this mesh (batch over `data`/`fsdp`,
+      KV heads over `tensor`, by `swiftjax.sharding.DEFAULT_RULES`); use with params sharded
+      on the same mesh.
 
   Returns:
     B lists of generated ids, each cut after its first EOS (the EOS itself is not included).
@@ -142,9 +147,14 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
   rng = jax.random.key(0) if rng is None else rng
   dtype = compute_dtype or jax.tree.leaves(params)[0].dtype
   cache = decoder.init_cache(cfg, B, S, dtype)
+  tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+  if mesh is not None:
+    cache = sharding.shard(cache, decoder.cache_axes(), mesh)
+    batch_axes = ("activation_batch", "activation_length")
+    tokens = sharding.shard(tokens, batch_axes, mesh)
+    mask = sharding.shard(mask, batch_axes, mesh)
   rng, sub = jax.random.split(rng)
-  token, cache, seen = _prefill(params, jnp.asarray(tokens), jnp.asarray(mask), cache, sub,
-                                cfg, sampling, compute_dtype)
+  token, cache, seen = _prefill(params, tokens, mask, cache, sub, cfg, sampling, compute_dtype)
   out = [[] for _ in range(B)]
   done = np.zeros(B, bool)
   for step in range(sampling.max_new_tokens):

@@ -19,6 +19,7 @@ class LoadedModel:
   cfg: models.ModelConfig
   params: Any
   tokenizer: Any
+  mesh: jax.sharding.Mesh | None = None
 
   @property
   def eos_ids(self) -> tuple[int, ...]:
@@ -36,7 +37,7 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
   """
   path = assets.default_model_path() if path is None else path
   cfg, params = models.from_pretrained(path, dtype=dtype, mesh=mesh)
-  return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path))
+  return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh)
 
 
 def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
@@ -90,7 +91,8 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
       return any(s in tail for s in stop)
 
   outs = gen.generate(model.params, model.cfg, rendered, sampling, rng=jax.random.key(seed),
-                      eos_ids=model.eos_ids, on_tokens=on_tokens, stop_fn=stop_fn)
+                      eos_ids=model.eos_ids, on_tokens=on_tokens, stop_fn=stop_fn,
+                      mesh=model.mesh)
   answers = [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
   return [_cut_at_stop(a, stop) for a in answers]
 

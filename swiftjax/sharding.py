@@ -82,6 +82,9 @@ def _is_axes(x) -> bool:
   return isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
 
 
+
+
+
 def tree_shardings(axes_tree: Any, shapes_tree: Any, mesh: Mesh,
                    rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
   """`NamedSharding` for every leaf of `shapes_tree` (arrays or `ShapeDtypeStruct`s)."""
