@@ -288,8 +288,9 @@ def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
   def norm(p, name, h):
     return rms_norm(h, p[name]["scale"], cfg)
 
-  def block(x, layer):
-    p, ck, cv, window = layer
+  def block(carry, layer):
+    x, k_cache, v_cache = carry
+    p, window, i = layer
     allowed = causal & ((window == 0) | (distance < window))[None]
     h = norm(p, "input_layernorm", x)
     a = p["self_attn"]
@@ -301,10 +302,14 @@ def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
       k = norm(a, "k_norm", k)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
-    if ck is not None:
-      ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, end, 0, 0))
-      cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, end, 0, 0))
-      k_all, v_all = ck.astype(dtype), cv.astype(dtype)
+    if k_cache is not None:
+      # The whole cache rides in the scan carry and is updated in place (no per-step copy).
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
+                                             (i, 0, end, 0, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
+                                             (i, 0, end, 0, 0))
+      k_all = jax.lax.dynamic_index_in_dim(k_cache, i, keepdims=False).astype(dtype)
+      v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
     else:
       k_all, v_all = k, v
     h = _proj(_attention(q, k_all, v_all, allowed, cfg), a["o_proj"], dtype)
@@ -321,13 +326,13 @@ def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
               m["down_proj"], dtype)
     if cfg.sandwich_norms:
       h = norm(p, "post_feedforward_layernorm", h)
-    return x + h, (ck, cv)
+    return (x + h, k_cache, v_cache), None
 
-  layer_xs = (params["layers"],
-              cache["k"] if cache is not None else None,
-              cache["v"] if cache is not None else None,
-              jnp.asarray(cfg.windows, jnp.int32))
-  x, (new_k, new_v) = jax.lax.scan(block, x, layer_xs)
+  carry = (x, cache["k"] if cache is not None else None,
+           cache["v"] if cache is not None else None)
+  layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
+              jnp.arange(cfg.num_layers, dtype=jnp.int32))
+  (x, new_k, new_v), _ = jax.lax.scan(block, carry, layer_xs)
 
   if last_only:
     x = x[:, -1:]
