@@ -14,16 +14,33 @@ import numpy as np
 
 # type -> fn(x, w, compute_dtype) -> y
 _KINDS: dict[type, Callable[..., jax.Array]] = {}
+# type -> fn(w, dtype) -> dense kernel [..., in, out]
+_DENSIFY: dict[type, Callable[..., jax.Array]] = {}
 
 
-def register_kind(kind: type, matmul: Callable[..., jax.Array]) -> None:
+def register_kind(kind: type, matmul: Callable[..., jax.Array],
+                  densify: Callable[..., jax.Array] | None = None) -> None:
   """Registers `matmul(x, w, compute_dtype)` as the way to apply weights of type `kind`.
 
   Args:
     kind: the pytree class of the weight (must be registered with JAX as a pytree).
     matmul: computes `x @ W_effective` for `x` of shape `[..., in]`, returning `[..., out]`.
+    densify: `densify(w, dtype)` returns `W_effective` as a dense `[..., in, out]` array (for
+      merging, export and tuners that need the full matrix, such as DoRA's norms).
   """
   _KINDS[kind] = matmul
+  if densify is not None:
+    _DENSIFY[kind] = densify
+
+
+def densify(w: Any, dtype: Any | None = None) -> jax.Array:
+  """The dense `[..., in, out]` kernel any registered weight kind stands for."""
+  if isinstance(w, (jax.Array, np.ndarray)):
+    return w if dtype is None else w.astype(dtype)
+  fn = _DENSIFY.get(type(w))
+  if fn is None:
+    raise TypeError(f"weight kind {type(w).__name__} cannot be densified")
+  return fn(w, dtype)
 
 
 def registered_kinds() -> tuple[type, ...]:

@@ -90,9 +90,8 @@ class LoraWeight:
 
 
 def _dense(kernel: Any) -> jax.Array:
-  if not isinstance(kernel, jax.Array):
-    raise errors.ConfigError(f"DoRA needs a dense base kernel, got {type(kernel).__name__}")
-  return kernel
+  """The base kernel as a dense array (quantized kinds are dequantized)."""
+  return linear_lib.densify(kernel)
 
 
 def _column_norm(w: jax.Array) -> jax.Array:
@@ -110,9 +109,9 @@ def _lora_matmul(x: jax.Array, w: LoraWeight, dtype: Any) -> jax.Array:
   update = (xd.astype(dtype) @ w.lora_a.astype(dtype)) @ w.lora_b.astype(dtype) * w.scale
   if w.magnitude is None:
     return base + update.astype(base.dtype)
-  kernel = _dense(w.kernel)
+  kernel = _dense(w.kernel).astype(jnp.float32)
   norm = jax.lax.stop_gradient(
-      _column_norm(kernel + w.scale * (w.lora_a @ w.lora_b).astype(kernel.dtype)))
+      _column_norm(kernel + w.scale * (w.lora_a.astype(jnp.float32) @ w.lora_b)))
   ratio = (w.magnitude.astype(jnp.float32) / norm).astype(dtype)
   base_d = base if w.dropout_key is None or w.dropout == 0 else linear_lib.linear(
       xd, w.kernel, dtype)
@@ -128,8 +127,10 @@ def _init_one(kernel: jax.Array, key: jax.Array, cfg: LoraConfig, path: str):
   if cfg.r > min(d_in, d_out):
     raise errors.ConfigError(f"LoRA rank r={cfg.r} exceeds min(in, out)={min(d_in, d_out)} of "
                              f"{path} {tuple(kernel.shape)}")
-  w32 = kernel.astype(jnp.float32)
   init = cfg.init_lora_weights
+  if init in ("pissa", "olora") and not isinstance(kernel, jax.Array):
+    raise errors.ConfigError(f"{init} initialisation rewrites the base weight; {path} is a "
+                             f"{type(kernel).__name__}: initialise before quantizing")
   if init in ("default", "gaussian"):
     if init == "default":
       bound = d_in ** -0.5
@@ -139,6 +140,7 @@ def _init_one(kernel: jax.Array, key: jax.Array, cfg: LoraConfig, path: str):
     b = jnp.zeros((*lead, cfg.r, d_out), jnp.float32)
     new_kernel = kernel
   else:
+    w32 = kernel.astype(jnp.float32)
     w_t = jnp.swapaxes(w32, -1, -2)  # PEFT's [out, in] layout, where the recipes are stated
     if init == "pissa":
       u, s, vh = jnp.linalg.svd(w_t, full_matrices=False)
@@ -152,7 +154,8 @@ def _init_one(kernel: jax.Array, key: jax.Array, cfg: LoraConfig, path: str):
     new_kernel = (w32 - cfg.scale * a @ b).astype(kernel.dtype)
   adapter = {"lora_a": a, "lora_b": b}
   if cfg.use_dora:
-    adapter["magnitude"] = _column_norm(new_kernel.astype(jnp.float32) + cfg.scale * a @ b)
+    adapter["magnitude"] = _column_norm(_dense(new_kernel).astype(jnp.float32) +
+                                        cfg.scale * a @ b)
   return new_kernel, adapter
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import jax
 
 from swiftjax import errors
+from swiftjax import linear
 
 # Kernels that `all-linear` leaves alone, as PEFT does with the output layer.
 _NOT_LINEAR_TARGETS = ("lm_head",)
@@ -29,9 +30,11 @@ def path_str(path: Sequence[Any]) -> str:
   return "/".join(key_name(k) for k in path)
 
 
-def flatten(tree: Any) -> dict[str, Any]:
-  """`{path: leaf}` for every leaf (None leaves are dropped)."""
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+def flatten(tree: Any, *, kinds_as_leaves: bool = False) -> dict[str, Any]:
+  """`{path: leaf}` for every leaf (None leaves are dropped). With `kinds_as_leaves`, weight
+  kinds registered with `swiftjax.linear` (quantized kernels, ...) count as single leaves."""
+  is_leaf = linear.is_weight_kind if kinds_as_leaves else None
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_leaf)[0]
   return {path_str(p): leaf for p, leaf in leaves}
 
 
@@ -62,7 +65,7 @@ def match_targets(params: Any, target_modules: str | Iterable[str]) -> list[str]
   Raises:
     ConfigError: nothing matches (the message lists the kernels that exist).
   """
-  kernels = {p: leaf for p, leaf in flatten(params).items()
+  kernels = {p: leaf for p, leaf in flatten(params, kinds_as_leaves=True).items()
              if p.endswith("kernel") and getattr(leaf, "ndim", 0) >= 2}
   if target_modules == "all-linear":
     found = [p for p in kernels if not any(n in p.split("/") for n in _NOT_LINEAR_TARGETS)]
