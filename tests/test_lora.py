@@ -10,6 +10,7 @@ import optax
 from swiftjax import errors
 from swiftjax import models
 from swiftjax import sharding
+from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import optim
 from swiftjax.models import decoder
@@ -69,6 +70,20 @@ class LoraTest(parameterized.TestCase):
     else:
       restored = lora.unmerge(merged_params, adapters, cfg)
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), restored, params)
+
+  def test_ia3_identity_at_init_and_exact_merge(self):
+    cfg = ia3.IA3Config()
+    params, adapters = ia3.init(self.params, jax.random.key(1), cfg)
+    out, _ = decoder.apply(ia3.apply(params, adapters, cfg), self.tokens, _CFG)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(self.base))
+    self.assertEqual(adapters["layers"]["mlp"]["down_proj"]["ia3_l"].shape, (2, 64))  # [L, in]
+    self.assertEqual(adapters["layers"]["self_attn"]["k_proj"]["ia3_l"].shape, (2, 16))  # out
+    adapters = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.key(3), x.shape),
+                            adapters)
+    scaled, _ = decoder.apply(ia3.apply(params, adapters, cfg), self.tokens, _CFG)
+    merged, _ = decoder.apply(ia3.merged(params, adapters, cfg), self.tokens, _CFG)
+    np.testing.assert_allclose(np.asarray(merged), np.asarray(scaled), atol=2e-5)
+    self.assertGreater(float(jnp.abs(scaled - self.base).max()), 1e-3)
 
   def test_trainable_count_and_summary(self):
     cfg = lora.LoraConfig(r=4, target_modules=("q_proj", "v_proj"))

@@ -15,6 +15,7 @@ import transformers
 
 from swiftjax import errors
 from swiftjax import models
+from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
 from swiftjax.models import decoder
@@ -94,6 +95,34 @@ class PeftInteropTest(parameterized.TestCase):
     again, _ = decoder.apply(lora.apply(self.params, back, cfg2), jnp.asarray(self.tokens),
                              self.cfg)
     np.testing.assert_allclose(np.asarray(again), np.asarray(got), atol=_tol(want))
+
+  def test_ia3_both_ways(self):
+    torch.manual_seed(0)
+    kw = dict(target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"])
+    pm = peft.get_peft_model(self._torch_base(), peft.IA3Config(**kw)).eval()
+    with torch.no_grad():
+      for name, p in pm.named_parameters():
+        if "ia3_l" in name:
+          p.add_(0.3 * torch.randn_like(p))
+    out = pathlib.Path(self.create_tempdir().full_path)
+    pm.save_pretrained(str(out / "peft"))
+    want = _torch_logits(pm, self.tokens)
+    cfg, adapters = peft_io.load_ia3(out / "peft", self.cfg, self.params)
+    got, _ = decoder.apply(ia3.apply(self.params, adapters, cfg), jnp.asarray(self.tokens),
+                           self.cfg)
+    np.testing.assert_allclose(np.asarray(got), want, atol=_tol(want), rtol=0)
+    self.assertEqual(lora.count_params(adapters), pm.get_nb_trainable_parameters()[0])
+    merged, _ = decoder.apply(ia3.merged(self.params, adapters, cfg), jnp.asarray(self.tokens),
+                              self.cfg)
+    np.testing.assert_allclose(np.asarray(merged), want, atol=_tol(want), rtol=0)
+    # Ours -> PEFT.
+    adapters = jax.tree.map(lambda x: x * 1.1, adapters)
+    ours, _ = decoder.apply(ia3.apply(self.params, adapters, cfg), jnp.asarray(self.tokens),
+                            self.cfg)
+    peft_io.save_ia3(out / "ours", adapters, cfg, self.cfg)
+    back = peft.PeftModel.from_pretrained(self._torch_base(), str(out / "ours")).eval()
+    theirs = _torch_logits(back, self.tokens)
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=_tol(theirs), rtol=0)
 
   def test_unsupported_peft_type(self):
     out = pathlib.Path(self.create_tempdir().full_path) / "ia3"

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from swiftjax import errors
+from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import paths
 from swiftjax.models import decoder
@@ -67,7 +68,6 @@ def save(directory: str | pathlib.Path, adapters: Any, cfg: lora.LoraConfig,
     initial_adapters: for PiSSA/OLoRA, the adapters as `init` returned them; the saved adapter
       is then a rank-2r LoRA relative to the original base model (PEFT's conversion).
   """
-  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   if cfg.init_lora_weights in ("pissa", "olora"):
     if initial_adapters is None:
       raise errors.ConfigError(
@@ -103,19 +103,128 @@ def save(directory: str | pathlib.Path, adapters: Any, cfg: lora.LoraConfig,
       "base_model_name_or_path": base_model_name_or_path, "rank_pattern": {},
       "alpha_pattern": {}, "layers_to_transform": None,
   }
+  _write(directory, config, tensors)
+
+
+def save_ia3(directory: str | pathlib.Path, adapters: Any, cfg: ia3.IA3Config,
+             model_cfg: ModelConfig, *, base_model_name_or_path: str | None = None) -> None:
+  """Writes IA3 adapters as a PEFT directory (`ia3_l` is `[out, 1]`, or `[1, in]` for
+  feed-forward modules)."""
+  table = _module_table(model_cfg)
+  tensors = {}
+  names = set()
+  for module in sorted({p.rsplit("/", 1)[0] for p in paths.flatten(adapters)}):
+    vec = np.asarray(paths.get(adapters, module)["ia3_l"])
+    ff = module.rsplit("/", 1)[-1] in cfg.feedforward_modules
+    for layer in (range(vec.shape[0]) if vec.ndim == 2 else [None]):
+      v = vec[layer] if layer is not None else vec
+      hf = table[(module, layer)]
+      names.add(hf.rsplit(".", 1)[-1])
+      tensors[f"{_PREFIX}{hf}.ia3_l"] = v[None, :] if ff else v[:, None]
+  config = {"peft_type": "IA3", "task_type": "CAUSAL_LM", "target_modules": sorted(names),
+            "feedforward_modules": sorted(set(cfg.feedforward_modules) & names),
+            "fan_in_fan_out": False, "init_ia3_weights": True, "inference_mode": True,
+            "modules_to_save": None, "base_model_name_or_path": base_model_name_or_path}
+  _write(directory, config, tensors)
+
+
+def _write(directory: str | pathlib.Path, config: dict, tensors: dict) -> None:
+  """Writes config + tensors into a temporary folder, then renames it into place."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   directory = pathlib.Path(directory)
   directory.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
   try:
     (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: v.astype(np.float32) for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE),
-              metadata={"format": "pt"})
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in tensors.items()},
+              str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
     if directory.exists():
       shutil.rmtree(directory)
     os.replace(tmp, directory)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def _read(directory: pathlib.Path) -> tuple[dict, dict, pathlib.Path]:
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+  for f in (config_path, weights_path):
+    if not f.is_file():
+      raise errors.CheckpointError(f"{directory} is not a PEFT adapter directory: {f.name} "
+                                   "is missing")
+  try:
+    c = json.loads(config_path.read_text())
+  except json.JSONDecodeError as e:
+    raise errors.CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  try:
+    tensors = load_file(str(weights_path))
+  except Exception as e:  # safetensors raises its own error types on damaged files.
+    raise errors.CheckpointError(f"{weights_path}: not a readable safetensors file: {e}") from None
+  return c, tensors, weights_path
+
+
+def _locate(name: str, suffixes, inverse, model_cfg, weights_path):
+  """(module path, layer, field) of a PEFT tensor name."""
+  stem = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
+  for suffix, field in suffixes:
+    if stem.endswith(suffix):
+      hf_module = stem[: -len(suffix)]
+      break
+  else:
+    raise errors.CheckpointError(f"{weights_path}: tensor {name!r} is not an adapter tensor "
+                                 "this loader knows")
+  if hf_module not in inverse:
+    raise errors.CheckpointError(
+        f"{weights_path}: tensor {name!r} targets module {hf_module!r}, which a "
+        f"{model_cfg.model_type} model with {model_cfg.num_layers} layers does not have "
+        "(adapter saved for another architecture?)")
+  return (*inverse[hf_module], field)
+
+
+def _stack(per_module, model_cfg, weights_path) -> dict:
+  """{module: {layer: {field: array}}} -> {module: {field: stacked array}}."""
+  out = {}
+  for module, by_layer in per_module.items():
+    if None in by_layer:
+      out[module] = by_layer[None]
+      continue
+    missing = sorted(set(range(model_cfg.num_layers)) - set(by_layer))
+    if missing:
+      raise errors.CheckpointError(f"{weights_path}: {module} has adapters for some layers "
+                                   f"but not layers {missing} (layers_to_transform is not "
+                                   "supported)")
+    out[module] = {f: np.stack([by_layer[i][f] for i in range(model_cfg.num_layers)])
+                   for f in by_layer[0]}
+  return out
+
+
+def load_ia3(directory: str | pathlib.Path, model_cfg: ModelConfig,
+             params: Any = None) -> tuple[ia3.IA3Config, Any]:
+  """Reads a PEFT IA3 adapter directory into `(IA3Config, adapters)`."""
+  directory = pathlib.Path(directory)
+  c, tensors, weights_path = _read(directory)
+  if c.get("peft_type") != "IA3":
+    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
+                             "expected IA3")
+  inverse = {hf: key for key, hf in _module_table(model_cfg).items()}
+  per_module: dict = {}
+  for name, value in tensors.items():
+    module, layer, field = _locate(name, ((".ia3_l", "ia3_l"),), inverse, model_cfg,
+                                   weights_path)
+    per_module.setdefault(module, {}).setdefault(layer, {})[field] = value.reshape(-1)
+  ff = tuple(c.get("feedforward_modules") or ())
+  adapters: dict = {}
+  for module, entry in _stack(per_module, model_cfg, weights_path).items():
+    if params is not None:
+      *lead, d_in, d_out = paths.get(params, module + "/kernel").shape
+      want = (*lead, d_in if module.rsplit("/", 1)[-1] in ff else d_out)
+      if tuple(entry["ia3_l"].shape) != want:
+        raise errors.CheckpointError(f"{weights_path}: {module} ia3_l has shape "
+                                     f"{tuple(entry['ia3_l'].shape)}, expected {want}")
+    paths.set_in(adapters, module, {"ia3_l": jax.numpy.asarray(entry["ia3_l"], "float32")})
+  names = tuple(sorted({m.rsplit("/", 1)[-1] for m in per_module}))
+  return ia3.IA3Config(target_modules=names, feedforward_modules=ff), adapters
 
 
 def load(directory: str | pathlib.Path, model_cfg: ModelConfig,
@@ -132,62 +241,27 @@ def load(directory: str | pathlib.Path, model_cfg: ModelConfig,
       saved for another architecture), missing layers, or a shape mismatch.
     ConfigError: a PEFT type or option this loader does not handle.
   """
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   directory = pathlib.Path(directory)
-  config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-  for f in (config_path, weights_path):
-    if not f.is_file():
-      raise errors.CheckpointError(f"{directory} is not a PEFT adapter directory: {f.name} "
-                                   "is missing")
-  try:
-    c = json.loads(config_path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  c, tensors, weights_path = _read(directory)
+  config_path = directory / CONFIG_FILE
   if c.get("peft_type") != "LORA":
     raise errors.ConfigError(f"{config_path}: peft_type {c.get('peft_type')!r} is not "
-                             "supported by this loader (supported: LORA)")
+                             "supported by this loader (supported: LORA; IA3 via load_ia3)")
   for key in ("rank_pattern", "alpha_pattern"):
     if c.get(key):
       raise errors.ConfigError(f"{config_path}: per-module {key} is not supported")
-  try:
-    tensors = load_file(str(weights_path))
-  except Exception as e:  # safetensors raises its own error types on damaged files.
-    raise errors.CheckpointError(f"{weights_path}: not a readable safetensors file: {e}") from None
-
   inverse = {hf: key for key, hf in _module_table(model_cfg).items()}
-  per_module: dict[str, dict[int | None, dict[str, np.ndarray]]] = {}
+  suffixes = ((".lora_A.weight", "lora_a"), (".lora_B.weight", "lora_b"),
+              (".lora_magnitude_vector", "magnitude"),
+              (".lora_magnitude_vector.weight", "magnitude"))
+  per_module: dict = {}
   for name, value in tensors.items():
-    stem = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-    for suffix, field in ((".lora_A.weight", "lora_a"), (".lora_B.weight", "lora_b"),
-                          (".lora_magnitude_vector", "magnitude"),
-                          (".lora_magnitude_vector.weight", "magnitude")):
-      if stem.endswith(suffix):
-        hf_module = stem[: -len(suffix)]
-        break
-    else:
-      raise errors.CheckpointError(f"{weights_path}: tensor {name!r} is not a LoRA tensor")
-    if hf_module not in inverse:
-      raise errors.CheckpointError(
-          f"{weights_path}: tensor {name!r} targets module {hf_module!r}, which a "
-          f"{model_cfg.model_type} model with {model_cfg.num_layers} layers does not have "
-          "(adapter saved for another architecture?)")
-    module, layer = inverse[hf_module]
-    if field != "magnitude":
-      value = value.T
-    per_module.setdefault(module, {}).setdefault(layer, {})[field] = value
+    module, layer, field = _locate(name, suffixes, inverse, model_cfg, weights_path)
+    per_module.setdefault(module, {}).setdefault(layer, {})[field] = (
+        value if field == "magnitude" else value.T)
 
   adapters: dict = {}
-  for module, by_layer in per_module.items():
-    if None in by_layer:
-      entry = by_layer[None]
-    else:
-      missing = sorted(set(range(model_cfg.num_layers)) - set(by_layer))
-      if missing:
-        raise errors.CheckpointError(f"{weights_path}: {module} has adapters for some layers "
-                                     f"but not layers {missing} (layers_to_transform is not "
-                                     "supported)")
-      entry = {f: np.stack([by_layer[i][f] for i in range(model_cfg.num_layers)])
-               for f in by_layer[0]}
+  for module, entry in _stack(per_module, model_cfg, weights_path).items():
     if params is not None:
       kernel = paths.get(params, module + "/kernel")
       *lead, d_in, d_out = kernel.shape
