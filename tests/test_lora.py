@@ -12,6 +12,8 @@ from swiftjax import models
 from swiftjax import sharding
 from swiftjax.lora import ia3
 from swiftjax.lora import lora
+from swiftjax.lora import neftune
+from swiftjax.lora import prompt_tuning
 from swiftjax.lora import optim
 from swiftjax.models import decoder
 
@@ -84,6 +86,31 @@ class LoraTest(parameterized.TestCase):
     merged, _ = decoder.apply(ia3.merged(params, adapters, cfg), self.tokens, _CFG)
     np.testing.assert_allclose(np.asarray(merged), np.asarray(scaled), atol=2e-5)
     self.assertGreater(float(jnp.abs(scaled - self.base).max()), 1e-3)
+
+  def test_prompt_tuning_trains_only_the_soft_prompt(self):
+    cfg = prompt_tuning.PromptTuningConfig(num_virtual_tokens=4, init="text")
+    _, adapters = prompt_tuning.init(self.params, jax.random.key(0), cfg, init_token_ids=[3, 4])
+    np.testing.assert_array_equal(adapters["prompt_embeddings"][2],
+                                  self.params["embed_tokens"]["embedding"][3])
+    targets = jnp.roll(self.tokens, -1, axis=1)
+
+    def loss_fn(a):
+      embeds, mask = prompt_tuning.inputs(self.params, a, self.tokens)
+      logits, _ = decoder.apply(self.params, None, _CFG, embeds=embeds, mask=mask)
+      return optax.softmax_cross_entropy_with_integer_labels(logits[:, 4:], targets).mean()
+
+    g = jax.grad(loss_fn)(adapters)
+    self.assertGreater(float(jnp.abs(g["prompt_embeddings"]).max()), 0)
+    with self.assertRaisesRegex(errors.ConfigError, "needs init_token_ids"):
+      prompt_tuning.init(self.params, jax.random.key(0), cfg)
+
+  def test_neftune_noise_scale(self):
+    emb = decoder.embed(self.params, self.tokens)
+    noisy = neftune.noisy_embeddings(emb, jax.random.key(0), alpha=5.0)
+    bound = 5.0 / np.sqrt(emb.shape[1] * emb.shape[2])
+    diff = np.abs(np.asarray(noisy - emb))
+    self.assertLessEqual(diff.max(), bound * (1 + 1e-5))
+    self.assertGreater(diff.max(), 0.9 * bound)  # uniform noise reaches near its bound
 
   def test_trainable_count_and_summary(self):
     cfg = lora.LoraConfig(r=4, target_modules=("q_proj", "v_proj"))

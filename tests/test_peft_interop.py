@@ -18,6 +18,7 @@ from swiftjax import models
 from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
+from swiftjax.lora import prompt_tuning
 from swiftjax.models import decoder
 from tests import testutil
 
@@ -120,6 +121,27 @@ class PeftInteropTest(parameterized.TestCase):
     ours, _ = decoder.apply(ia3.apply(self.params, adapters, cfg), jnp.asarray(self.tokens),
                             self.cfg)
     peft_io.save_ia3(out / "ours", adapters, cfg, self.cfg)
+    back = peft.PeftModel.from_pretrained(self._torch_base(), str(out / "ours")).eval()
+    theirs = _torch_logits(back, self.tokens)
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=_tol(theirs), rtol=0)
+
+  def test_prompt_tuning_both_ways(self):
+    torch.manual_seed(0)
+    pm = peft.get_peft_model(self._torch_base(), peft.PromptTuningConfig(
+        task_type="CAUSAL_LM", num_virtual_tokens=5)).eval()
+    out = pathlib.Path(self.create_tempdir().full_path)
+    pm.save_pretrained(str(out / "peft"))
+    want = _torch_logits(pm, self.tokens)[:, 5:]
+    cfg, adapters = peft_io.load_prompt_tuning(out / "peft", self.cfg)
+    embeds, mask = prompt_tuning.inputs(self.params, adapters, jnp.asarray(self.tokens))
+    got, _ = decoder.apply(self.params, None, self.cfg, embeds=embeds, mask=mask)
+    np.testing.assert_allclose(np.asarray(got[:, 5:]), want, atol=_tol(want), rtol=0)
+    self.assertEqual(lora.count_params(adapters), pm.get_nb_trainable_parameters()[0])
+    # Ours -> PEFT.
+    _, mine = prompt_tuning.init(self.params, jax.random.key(0), cfg)
+    embeds, mask = prompt_tuning.inputs(self.params, mine, jnp.asarray(self.tokens))
+    ours, _ = decoder.apply(self.params, None, self.cfg, embeds=embeds, mask=mask)
+    peft_io.save_prompt_tuning(out / "ours", mine, cfg, self.cfg)
     back = peft.PeftModel.from_pretrained(self._torch_base(), str(out / "ours")).eval()
     theirs = _torch_logits(back, self.tokens)
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=_tol(theirs), rtol=0)

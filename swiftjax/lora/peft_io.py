@@ -23,6 +23,7 @@ from swiftjax import errors
 from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import paths
+from swiftjax.lora import prompt_tuning
 from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
@@ -280,3 +281,35 @@ def load(directory: str | pathlib.Path, model_cfg: ModelConfig,
                         use_rslora=bool(c.get("use_rslora", False)),
                         use_dora=bool(c.get("use_dora", False)))
   return cfg, adapters
+
+
+def save_prompt_tuning(directory: str | pathlib.Path, adapters: Any,
+                       cfg: prompt_tuning.PromptTuningConfig, model_cfg: ModelConfig, *,
+                       base_model_name_or_path: str | None = None) -> None:
+  """Writes a soft prompt as a PEFT PROMPT_TUNING directory."""
+  soft = np.asarray(adapters["prompt_embeddings"])
+  config = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM",
+            "num_virtual_tokens": int(soft.shape[0]), "token_dim": model_cfg.hidden_size,
+            "num_transformer_submodules": 1, "num_attention_heads": model_cfg.num_heads,
+            "num_layers": model_cfg.num_layers, "prompt_tuning_init": "RANDOM",
+            "inference_mode": True, "base_model_name_or_path": base_model_name_or_path}
+  del cfg
+  _write(directory, config, {"prompt_embeddings": soft})
+
+
+def load_prompt_tuning(directory: str | pathlib.Path, model_cfg: ModelConfig
+                       ) -> tuple[prompt_tuning.PromptTuningConfig, Any]:
+  """Reads a PEFT PROMPT_TUNING directory into `(PromptTuningConfig, adapters)`."""
+  directory = pathlib.Path(directory)
+  c, tensors, weights_path = _read(directory)
+  if c.get("peft_type") != "PROMPT_TUNING":
+    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
+                             "expected PROMPT_TUNING")
+  if "prompt_embeddings" not in tensors:
+    raise errors.CheckpointError(f"{weights_path} lacks tensor 'prompt_embeddings'")
+  soft = tensors["prompt_embeddings"]
+  if soft.ndim != 2 or soft.shape[1] != model_cfg.hidden_size:
+    raise errors.CheckpointError(f"{weights_path}: prompt_embeddings has shape {soft.shape}, "
+                                 f"expected (n, {model_cfg.hidden_size})")
+  return (prompt_tuning.PromptTuningConfig(num_virtual_tokens=int(soft.shape[0])),
+          {"prompt_embeddings": jax.numpy.asarray(soft, jax.numpy.float32)})

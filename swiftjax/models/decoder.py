@@ -239,10 +239,16 @@ def _proj(x, p, dtype):
   return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
-def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
+def embed(params: Params, tokens: jax.Array) -> jax.Array:
+  """Token embeddings `[B, T, D]` (before any family-specific scaling, as HF's inputs_embeds)."""
+  return jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0)
+
+
+def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
           mask: jax.Array | None = None, positions: jax.Array | None = None,
           cache: Cache | None = None, compute_dtype: Any = None,
-          last_only: bool = False) -> tuple[jax.Array, Cache | None]:
+          last_only: bool = False, embeds: jax.Array | None = None
+          ) -> tuple[jax.Array, Cache | None]:
   """Runs the decoder.
 
   Args:
@@ -256,11 +262,15 @@ def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
       `[end, end + T)` and attend to every valid earlier slot.
     compute_dtype: dtype of activations and matmuls (default: the embedding's dtype).
     last_only: return logits for the last position only (`[B, 1, V]`), as generation needs.
+    embeds: `[B, T, D]` input embeddings used instead of `tokens` (Hugging Face's
+      `inputs_embeds`: soft prompts, NEFTune noise, image features); pass `tokens=None`.
 
   Returns:
     `(logits [B, T, V] float32, updated cache or None)`.
   """
-  B, T = tokens.shape
+  if (tokens is None) == (embeds is None):
+    raise ValueError("pass exactly one of tokens and embeds")
+  B, T = tokens.shape if tokens is not None else embeds.shape[:2]
   dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
   if mask is None:
     mask = jnp.ones((B, T), bool)
@@ -281,7 +291,7 @@ def apply(params: Params, tokens: jax.Array, cfg: ModelConfig, *,
   distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
   causal = valid[:, None, :] & (distance >= 0)[None]
 
-  x = jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0).astype(dtype)
+  x = (embed(params, tokens) if embeds is None else embeds).astype(dtype)
   if cfg.embed_scale:
     x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype)
 
