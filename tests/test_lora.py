@@ -8,12 +8,14 @@ import numpy as np
 import optax
 
 from swiftjax import errors
+from swiftjax import linear
 from swiftjax import models
 from swiftjax import sharding
 from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import neftune
 from swiftjax.lora import prompt_tuning
+from swiftjax.lora import vera
 from swiftjax.lora import optim
 from swiftjax.models import decoder
 
@@ -111,6 +113,25 @@ class LoraTest(parameterized.TestCase):
     diff = np.abs(np.asarray(noisy - emb))
     self.assertLessEqual(diff.max(), bound * (1 + 1e-5))
     self.assertGreater(diff.max(), 0.9 * bound)  # uniform noise reaches near its bound
+
+  def test_vera_identity_at_init_and_merge(self):
+    cfg = vera.VeraConfig(r=8, target_modules=("q_proj", "v_proj", "up_proj"))
+    params, adapters = vera.init(self.params, jax.random.key(1), cfg)
+    out, _ = decoder.apply(vera.apply(params, adapters, cfg), self.tokens, _CFG)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(self.base))
+    # Shared projections sized to the largest target: in 32, out 64 (up_proj).
+    self.assertEqual(adapters["vera_A"].shape, (32, 8))
+    self.assertEqual(adapters["vera_B"].shape, (8, 64))
+    self.assertEqual(vera.trainable_count(adapters), 2 * ((8 + 32) + (8 + 16) + (8 + 64)))
+    adapters = jax.tree.map(lambda x: x + 0.2, adapters)
+    wrapped = vera.apply(params, adapters, cfg)
+    got, _ = decoder.apply(wrapped, self.tokens, _CFG)
+    dense = jax.tree.map(lambda w: linear.densify(w), wrapped, is_leaf=linear.is_weight_kind)
+    merged, _ = decoder.apply(dense, self.tokens, _CFG)
+    np.testing.assert_allclose(np.asarray(merged), np.asarray(got), atol=2e-5)
+    grads = jax.grad(lambda a: decoder.apply(vera.apply(params, a, cfg), self.tokens,
+                                             _CFG)[0].sum())(adapters)
+    self.assertEqual(float(jnp.abs(grads["vera_A"]).max()), 0.0)  # shared projections frozen
 
   def test_trainable_count_and_summary(self):
     cfg = lora.LoraConfig(r=4, target_modules=("q_proj", "v_proj"))

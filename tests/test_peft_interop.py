@@ -19,6 +19,7 @@ from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
 from swiftjax.lora import prompt_tuning
+from swiftjax.lora import vera
 from swiftjax.models import decoder
 from tests import testutil
 
@@ -142,6 +143,32 @@ class PeftInteropTest(parameterized.TestCase):
     embeds, mask = prompt_tuning.inputs(self.params, mine, jnp.asarray(self.tokens))
     ours, _ = decoder.apply(self.params, None, self.cfg, embeds=embeds, mask=mask)
     peft_io.save_prompt_tuning(out / "ours", mine, cfg, self.cfg)
+    back = peft.PeftModel.from_pretrained(self._torch_base(), str(out / "ours")).eval()
+    theirs = _torch_logits(back, self.tokens)
+    np.testing.assert_allclose(np.asarray(ours), theirs, atol=_tol(theirs), rtol=0)
+
+  def test_vera_both_ways(self):
+    torch.manual_seed(0)
+    pm = peft.get_peft_model(self._torch_base(), peft.VeraConfig(
+        r=8, target_modules=["q_proj", "v_proj", "up_proj"])).eval()
+    with torch.no_grad():
+      for name, p in pm.named_parameters():
+        if "vera_lambda" in name:
+          p.add_(0.3 * torch.randn_like(p))
+    out = pathlib.Path(self.create_tempdir().full_path)
+    pm.save_pretrained(str(out / "peft"))
+    want = _torch_logits(pm, self.tokens)
+    cfg, adapters = peft_io.load_vera(out / "peft", self.cfg)
+    got, _ = decoder.apply(vera.apply(self.params, adapters, cfg), jnp.asarray(self.tokens),
+                           self.cfg)
+    np.testing.assert_allclose(np.asarray(got), want, atol=_tol(want), rtol=0)
+    self.assertEqual(vera.trainable_count(adapters), pm.get_nb_trainable_parameters()[0])
+    # Ours -> PEFT.
+    _, mine = vera.init(self.params, jax.random.key(0), cfg)
+    mine = jax.tree.map(lambda x: x + 0.1, mine)
+    ours, _ = decoder.apply(vera.apply(self.params, mine, cfg), jnp.asarray(self.tokens),
+                            self.cfg)
+    peft_io.save_vera(out / "ours", mine, cfg, self.cfg)
     back = peft.PeftModel.from_pretrained(self._torch_base(), str(out / "ours")).eval()
     theirs = _torch_logits(back, self.tokens)
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=_tol(theirs), rtol=0)

@@ -24,6 +24,7 @@ from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import paths
 from swiftjax.lora import prompt_tuning
+from swiftjax.lora import vera
 from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
@@ -313,3 +314,58 @@ def load_prompt_tuning(directory: str | pathlib.Path, model_cfg: ModelConfig
                                  f"expected (n, {model_cfg.hidden_size})")
   return (prompt_tuning.PromptTuningConfig(num_virtual_tokens=int(soft.shape[0])),
           {"prompt_embeddings": jax.numpy.asarray(soft, jax.numpy.float32)})
+
+
+def save_vera(directory: str | pathlib.Path, adapters: Any, cfg: vera.VeraConfig,
+              model_cfg: ModelConfig, *, base_model_name_or_path: str | None = None) -> None:
+  """Writes VeRA adapters (with the shared projections) as a PEFT VERA directory."""
+  table = _module_table(model_cfg)
+  tensors = {"base_model.vera_A": np.asarray(adapters["vera_A"]).T,
+             "base_model.vera_B": np.asarray(adapters["vera_B"]).T}
+  names = set()
+  for module in vera._modules(adapters):  # pylint: disable=protected-access
+    vec = jax.tree.map(np.asarray, paths.get(adapters, module))
+    stacked = vec["lambda_b"].ndim == 2
+    for layer in (range(vec["lambda_b"].shape[0]) if stacked else [None]):
+      hf = table[(module, layer)]
+      names.add(hf.rsplit(".", 1)[-1])
+      for field in ("lambda_d", "lambda_b"):
+        tensors[f"{_PREFIX}{hf}.vera_{field}"] = vec[field][layer] if stacked else vec[field]
+  config = {"peft_type": "VERA", "task_type": "CAUSAL_LM", "r": cfg.r,
+            "target_modules": sorted(names), "d_initial": cfg.d_initial,
+            "save_projection": True, "projection_prng_key": 0, "vera_dropout": 0.0,
+            "fan_in_fan_out": False, "bias": "none", "inference_mode": True,
+            "modules_to_save": None, "base_model_name_or_path": base_model_name_or_path}
+  _write(directory, config, tensors)
+
+
+def load_vera(directory: str | pathlib.Path, model_cfg: ModelConfig
+              ) -> tuple[vera.VeraConfig, Any]:
+  """Reads a PEFT VERA directory saved with its projections (`save_projection=True`)."""
+  directory = pathlib.Path(directory)
+  c, tensors, weights_path = _read(directory)
+  if c.get("peft_type") != "VERA":
+    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
+                             "expected VERA")
+  missing = [k for k in ("base_model.vera_A", "base_model.vera_B") if k not in tensors]
+  if missing:
+    raise errors.CheckpointError(f"{weights_path} lacks {missing}: the adapter was saved with "
+                                 "save_projection=False, whose projections come from PyTorch's "
+                                 "RNG and cannot be rebuilt here")
+  inverse = {hf: key for key, hf in _module_table(model_cfg).items()}
+  per_module: dict = {}
+  for name, value in tensors.items():
+    if name in ("base_model.vera_A", "base_model.vera_B"):
+      continue
+    module, layer, field = _locate(
+        name, ((".vera_lambda_d", "lambda_d"), (".vera_lambda_b", "lambda_b")), inverse,
+        model_cfg, weights_path)
+    per_module.setdefault(module, {}).setdefault(layer, {})[field] = value
+  adapters: dict = {"vera_A": jax.numpy.asarray(tensors["base_model.vera_A"].T),
+                    "vera_B": jax.numpy.asarray(tensors["base_model.vera_B"].T)}
+  for module, entry in _stack(per_module, model_cfg, weights_path).items():
+    paths.set_in(adapters, module, {k: jax.numpy.asarray(v, jax.numpy.float32)
+                                    for k, v in entry.items()})
+  names = tuple(sorted({m.rsplit("/", 1)[-1] for m in per_module}))
+  return vera.VeraConfig(r=int(c["r"]), target_modules=names,
+                         d_initial=float(c.get("d_initial", 0.1))), adapters
