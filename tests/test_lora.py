@@ -11,7 +11,9 @@ from swiftjax import errors
 from swiftjax import linear
 from swiftjax import models
 from swiftjax import sharding
+from swiftjax.lora import adapter
 from swiftjax.lora import ia3
+from swiftjax.lora import llama_pro
 from swiftjax.lora import lora
 from swiftjax.lora import neftune
 from swiftjax.lora import prompt_tuning
@@ -132,6 +134,37 @@ class LoraTest(parameterized.TestCase):
     grads = jax.grad(lambda a: decoder.apply(vera.apply(params, a, cfg), self.tokens,
                                              _CFG)[0].sum())(adapters)
     self.assertEqual(float(jnp.abs(grads["vera_A"]).max()), 0.0)  # shared projections frozen
+
+  def test_bottleneck_adapter_identity_and_training(self):
+    cfg = adapter.AdapterConfig(dim=8)
+    params, adapters = adapter.init(self.params, jax.random.key(1), cfg)
+    self.assertEqual(lora.adapter_paths(adapters),
+                     ["layers/mlp/down_proj", "layers/self_attn/o_proj"])
+    out, _ = decoder.apply(adapter.apply(params, adapters, cfg), self.tokens, _CFG)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(self.base))
+    g = jax.grad(lambda a: decoder.apply(adapter.apply(params, a, cfg), self.tokens,
+                                         _CFG)[0].std())(adapters)
+    self.assertGreater(float(jnp.abs(g["layers"]["mlp"]["down_proj"]["up"]).max()), 0)
+
+  def test_llama_pro_expansion_is_identity_and_trains_only_new_blocks(self):
+    params, cfg, new = llama_pro.expand(self.params, _CFG, num_new_blocks=2)
+    self.assertEqual(cfg.num_layers, 4)
+    np.testing.assert_array_equal(new, [False, True, False, True])
+    out, _ = decoder.apply(params, self.tokens, cfg)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(self.base), atol=1e-5)
+    opt = llama_pro.optimizer(optax.adam(1e-2), new)
+    state = opt.init(params)
+    targets = jnp.roll(self.tokens, -1, axis=1)
+    loss = lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        decoder.apply(p, self.tokens, cfg)[0], targets).mean()
+    updates, _ = opt.update(jax.grad(loss)(params), state, params)
+    moved = jax.tree.map(lambda u: float(jnp.abs(u).max()), updates)
+    self.assertEqual(moved["embed_tokens"]["embedding"], 0.0)
+    # At the first step only the zeroed output projections of new blocks have gradients.
+    down = np.abs(np.asarray(updates["layers"]["mlp"]["down_proj"]["kernel"])).max(axis=(1, 2))
+    np.testing.assert_array_equal(down > 0, new)
+    with self.assertRaisesRegex(errors.ConfigError, "must divide the 2 layers"):
+      llama_pro.expand(self.params, _CFG, num_new_blocks=3)
 
   def test_trainable_count_and_summary(self):
     cfg = lora.LoraConfig(r=4, target_modules=("q_proj", "v_proj"))

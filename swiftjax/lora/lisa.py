@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from swiftjax import errors
-from swiftjax.lora import paths
+from swiftjax.lora import optim
 
 
 class LisaState(NamedTuple):
@@ -38,11 +38,7 @@ def lisa(inner: optax.GradientTransformation, num_layers: int, n_layers: int = 2
     return jnp.zeros((num_layers,), bool).at[chosen].set(True)
 
   def mask(tree, active):
-    def one(path, x):
-      if not paths.path_str(path).startswith(layer_prefix):
-        return x
-      return jnp.where(active.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros_like(x))
-    return jax.tree_util.tree_map_with_path(one, tree)
+    return optim.mask_layers(tree, active, layer_prefix)
 
   def init(params):
     key = jax.random.key(seed)

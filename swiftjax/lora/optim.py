@@ -9,6 +9,7 @@ import re
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from swiftjax.lora import paths
@@ -65,3 +66,14 @@ def lora_plus(make_optimizer: Callable[[Any], optax.GradientTransformation],
   return optax.multi_transform(
       {"base": make_optimizer(learning_rate), "lora_b": make_optimizer(fast)},
       lambda tree: _labels(tree, lambda p: "lora_b" if p.endswith("lora_b") else "base"))
+
+
+def mask_layers(tree: Any, active: jax.Array, layer_prefix: str = "layers/",
+                others: bool = True) -> Any:
+  """Zeroes the entries of layer-stacked leaves (paths under `layer_prefix`) whose layer is not
+  `active [L]`; other leaves are kept when `others`, zeroed otherwise."""
+  def one(path, x):
+    if not paths.path_str(path).startswith(layer_prefix):
+      return x if others else jnp.zeros_like(x)
+    return jnp.where(active.reshape((-1,) + (1,) * (x.ndim - 1)), x, jnp.zeros_like(x))
+  return jax.tree_util.tree_map_with_path(one, tree)
