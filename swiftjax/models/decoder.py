@@ -222,13 +222,16 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
 
 
 def _attention(q, k, v, allowed, cfg: ModelConfig):
-  """q `[B, T, H, hd]`, k/v `[B, S, K, hd]`, allowed `[B, T, S]` -> `[B, T, H*hd]`."""
+  """q `[B, T, H, hd]`, k/v `[B, S, K, hd]`, allowed `[B, T, S]` (or `[B, K, G, T, S]` per
+  head) -> `[B, T, H*hd]`."""
   B, T, H, hd = q.shape
   K = cfg.num_kv_heads
   q = q.reshape(B, T, K, H // K, hd)
   scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
   scores = _softcap(scores * (cfg.query_pre_attn_scalar or hd) ** -0.5, cfg.attn_logit_softcap)
-  scores = jnp.where(allowed[:, None, None], scores, jnp.finfo(jnp.float32).min)
+  if allowed.ndim == 3:
+    allowed = allowed[:, None, None]
+  scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(B, T, H * hd).astype(q.dtype)
@@ -247,8 +250,9 @@ def embed(params: Params, tokens: jax.Array) -> jax.Array:
 def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
           mask: jax.Array | None = None, positions: jax.Array | None = None,
           cache: Cache | None = None, compute_dtype: Any = None,
-          last_only: bool = False, embeds: jax.Array | None = None
-          ) -> tuple[jax.Array, Cache | None]:
+          last_only: bool = False, embeds: jax.Array | None = None,
+          s2_group_size: int | None = None, residual_hook: Any = None,
+          hook_params: Any = None) -> tuple[jax.Array, Cache | None]:
   """Runs the decoder.
 
   Args:
@@ -264,6 +268,13 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     last_only: return logits for the last position only (`[B, 1, V]`), as generation needs.
     embeds: `[B, T, D]` input embeddings used instead of `tokens` (Hugging Face's
       `inputs_embeds`: soft prompts, NEFTune noise, image features); pass `tokens=None`.
+    s2_group_size: LongLoRA's shifted sparse attention (training only, no cache): tokens
+      attend within groups of this size; the second half of the heads uses groups shifted by
+      half a group, so information flows between neighbouring groups. Unlike the reference
+      implementation, the shift does not wrap around, so no token sees its future.
+    residual_hook: `hook(hook_params_l, x [B, T, D], layer) -> x`, applied to the residual
+      stream after every block (representation interventions such as ReFT); `hook_params`
+      is stacked over layers and sliced like the layer params.
 
   Returns:
     `(logits [B, T, V] float32, updated cache or None)`.
@@ -290,6 +301,18 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
   # Slots are contiguous per row (left padding), so slot distance is token distance.
   distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
   causal = valid[:, None, :] & (distance >= 0)[None]
+  if s2_group_size:
+    if cache is not None or T % s2_group_size or s2_group_size % 2:
+      raise ValueError("s2_group_size needs no cache, an even group size and T divisible by it "
+                       f"(T={T}, group={s2_group_size})")
+    half = s2_group_size // 2
+    plain = (q_slots[:, None] // s2_group_size) == (k_slots[None, :] // s2_group_size)
+    shifted = ((q_slots[:, None] + half) // s2_group_size) == (
+        (k_slots[None, :] + half) // s2_group_size)
+    n_groups = cfg.num_heads // cfg.num_kv_heads
+    head = (jnp.arange(cfg.num_kv_heads)[:, None] * n_groups + jnp.arange(n_groups)[None])
+    second_half = (head >= cfg.num_heads // 2)[None, :, :, None, None]  # [1, K, G, 1, 1]
+    causal = causal[:, None, None] & jnp.where(second_half, shifted, plain)
 
   x = (embed(params, tokens) if embeds is None else embeds).astype(dtype)
   if cfg.embed_scale:
@@ -300,8 +323,9 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
 
   def block(carry, layer):
     x, k_cache, v_cache = carry
-    p, window, i = layer
-    allowed = causal & ((window == 0) | (distance < window))[None]
+    p, window, i, hp = layer
+    in_window = (window == 0) | (distance < window)
+    allowed = causal & (in_window if causal.ndim == 5 else in_window[None])
     h = norm(p, "input_layernorm", x)
     a = p["self_attn"]
     q = _proj(h, a["q_proj"], dtype).reshape(B, T, cfg.num_heads, cfg.head_dim)
@@ -336,12 +360,15 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
               m["down_proj"], dtype)
     if cfg.sandwich_norms:
       h = norm(p, "post_feedforward_layernorm", h)
-    return (x + h, k_cache, v_cache), None
+    x = x + h
+    if residual_hook is not None:
+      x = residual_hook(hp, x, i)
+    return (x, k_cache, v_cache), None
 
   carry = (x, cache["k"] if cache is not None else None,
            cache["v"] if cache is not None else None)
   layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
-              jnp.arange(cfg.num_layers, dtype=jnp.int32))
+              jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
   (x, new_k, new_v), _ = jax.lax.scan(block, carry, layer_xs)
 
   if last_only:

@@ -1,0 +1,212 @@
+r"""Tuner comparison on SmolLM2-135M (a table like SWIFT's): trainable params, peak host memory
+and training tokens/s for the same batch, for each swiftjax tuner, full fine-tuning, and
+PyTorch + PEFT LoRA on the same weights and batch, in one run.
+
+  python -m bench.bench_tuners [--batch=4 --seq=128 --steps=5]
+
+Each tuner runs in a fresh subprocess (so peak memory is its own): load the embedded GGUF in
+float32, build the tuner, jit one AdamW step (forward, backward, update), time `--steps` steps
+after a warm-up. Peak memory is VmHWM minus VmRSS before loading. The batch is alpaca text from
+../shared/data/llamafactory/data/alpaca_en_demo.json, tokenized and packed.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+_TUNER = flags.DEFINE_string("tuner", None, "Run one tuner (worker mode) and print JSON.")
+_BATCH = flags.DEFINE_integer("batch", 4, "Sequences per step.")
+_SEQ = flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
+_DATA = flags.DEFINE_string(
+    "data", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" /
+                "llamafactory" / "data" / "alpaca_en_demo.json"), "Alpaca JSON file.")
+
+TUNERS = ("full", "lora", "dora", "qlora", "ia3", "vera", "adapter", "prompt", "galore",
+          "lisa", "llama_pro", "peft_lora")
+
+
+def _status(key):
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith(key + ":"):
+        return int(line.split()[1]) * 1024
+  return 0
+
+
+def _batch(tokenizer, batch, seq, path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rows = json.loads(pathlib.Path(path).read_text())
+  ids = []
+  for r in rows:
+    ids += tokenizer(r["instruction"] + "\n" + r.get("input", "") + "\n" + r["output"],
+                     add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(ids) >= batch * seq:
+      break
+  return np.asarray(ids[: batch * seq], np.int32).reshape(batch, seq)
+
+
+def _jax_worker(name, tokens):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from swiftjax import infer  # pylint: disable=g-import-not-at-top
+  from swiftjax.lora import adapter, galore, ia3, lisa, llama_pro, lora, prompt_tuning, qlora, vera  # pylint: disable=g-import-not-at-top,g-multiple-import
+  from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
+
+  model = infer.load()
+  params, cfg = model.params, model.cfg
+  tokens = jnp.asarray(tokens)
+  inputs, targets = tokens[:, :-1], tokens[:, 1:]
+  opt = optax.adamw(1e-4)
+
+  def ce(logits):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+  key = jax.random.key(0)
+  frozen = params
+  if name in ("full", "galore", "lisa", "llama_pro"):
+    if name == "galore":
+      opt = galore.galore(optax.adamw(1e-4), rank=64, update_proj_gap=200)
+    elif name == "lisa":
+      opt = lisa.lisa(optax.adamw(1e-4), num_layers=cfg.num_layers, n_layers=2)
+    elif name == "llama_pro":
+      params, cfg, new = llama_pro.expand(params, cfg, num_new_blocks=3)
+      opt = llama_pro.optimizer(optax.adamw(1e-4), new)
+    trainable = params
+    loss = lambda t: ce(decoder.apply(t, inputs, cfg)[0])
+    n_train = sum(x.size for x in jax.tree.leaves(params))
+    if name == "llama_pro":
+      n_train = int(sum(x[new].size for x in jax.tree.leaves(params["layers"])))
+    elif name == "lisa":
+      n_train = int(sum(x.size for x in jax.tree.leaves(params)) -
+                    sum(x.size for x in jax.tree.leaves(params["layers"])) * (1 - 2 / cfg.num_layers))
+  else:
+    tuners = {
+        "lora": (lora, lora.LoraConfig(r=8, alpha=32)),
+        "dora": (lora, lora.LoraConfig(r=8, alpha=32, use_dora=True)),
+        "qlora": (lora, lora.LoraConfig(r=8, alpha=32)),
+        "ia3": (ia3, ia3.IA3Config()),
+        "vera": (vera, vera.VeraConfig(r=256, target_modules=("q_proj", "v_proj"))),
+        "adapter": (adapter, adapter.AdapterConfig(dim=128)),
+    }
+    if name == "prompt":
+      pcfg = prompt_tuning.PromptTuningConfig(num_virtual_tokens=20)
+      _, trainable = prompt_tuning.init(params, key, pcfg)
+      n = pcfg.num_virtual_tokens
+
+      def loss(a):
+        embeds, mask = prompt_tuning.inputs(frozen, a, inputs)
+        return ce(decoder.apply(frozen, None, cfg, embeds=embeds, mask=mask)[0][:, n:])
+    else:
+      module, tcfg = tuners[name]
+      base = qlora.quantize_params(params) if name == "qlora" else params
+      frozen, trainable = module.init(base, key, tcfg)
+      loss = lambda a: ce(decoder.apply(module.apply(frozen, a, tcfg), inputs, cfg)[0])
+    n_train = (vera.trainable_count(trainable) if name == "vera" else
+               sum(x.size for x in jax.tree.leaves(trainable)))
+    if name == "vera":
+      opt = optax.multi_transform({"t": opt, "f": optax.set_to_zero()}, lambda t: {
+          k: ("f" if k in vera.PROJECTIONS else jax.tree.map(lambda _: "t", v))
+          for k, v in t.items()})
+  del params
+  state = opt.init(trainable)
+
+  @jax.jit
+  def step(t, s):
+    l, g = jax.value_and_grad(loss)(t)
+    u, s = opt.update(g, s, t)
+    return optax.apply_updates(t, u), s, l
+
+  trainable, state, l0 = step(trainable, state)
+  jax.block_until_ready(l0)
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):
+    trainable, state, l = step(trainable, state)
+  jax.block_until_ready(l)
+  dt = time.perf_counter() - t0
+  return dict(trainable=int(n_train), tok_s=tokens.size * _STEPS.value / dt, loss=float(l))
+
+
+def _peft_worker(tokens):
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+  import peft  # pylint: disable=g-import-not-at-top
+  from swiftjax import assets  # pylint: disable=g-import-not-at-top
+  p = assets.default_model_path()
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      str(p.parent), gguf_file=p.name, dtype=torch.float32)
+  model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=32,
+                                                     target_modules="all-linear"))
+  opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+  x = torch.as_tensor(tokens, dtype=torch.long)
+
+  def step():
+    out = model(input_ids=x[:, :-1], labels=x[:, :-1].clone())
+    out.loss.backward()
+    opt.step()
+    opt.zero_grad()
+    return out.loss
+
+  step()
+  t0 = time.perf_counter()
+  for _ in range(_STEPS.value):
+    l = step()
+  dt = time.perf_counter() - t0
+  return dict(trainable=model.get_nb_trainable_parameters()[0],
+              tok_s=tokens.size * _STEPS.value / dt, loss=float(l),
+              torch_threads=torch.get_num_threads())
+
+
+def worker(name):
+  from swiftjax import infer  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  jnp.zeros(1).block_until_ready()
+  tok = infer.tok_lib.load_tokenizer(infer.assets.default_model_path())
+  tokens = _batch(tok, _BATCH.value, _SEQ.value + 1, _DATA.value)
+  before = _status("VmRSS")
+  res = _peft_worker(tokens) if name == "peft_lora" else _jax_worker(name, tokens)
+  res["peak_mb"] = (_status("VmHWM") - before) / 1e6
+  print("RESULT " + json.dumps(res))
+
+
+def main(argv):
+  del argv
+  if _TUNER.value:
+    worker(_TUNER.value)
+    return
+  if not pathlib.Path(_DATA.value).is_file():
+    sys.exit(f"error: --data={_DATA.value} does not exist")
+  rows = {}
+  for name in TUNERS:
+    cmd = [sys.executable, "-m", "bench.bench_tuners", f"--tuner={name}",
+           f"--batch={_BATCH.value}", f"--seq={_SEQ.value}", f"--steps={_STEPS.value}",
+           f"--data={_DATA.value}"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    if r.returncode or not line:
+      print(f"{name}: failed\n{r.stderr[-2000:]}")
+      continue
+    rows[name] = json.loads(line[-1][len("RESULT "):])
+    print(f"{name}: {rows[name]}", flush=True)
+  ref = rows.get("peft_lora", {}).get("tok_s")
+  full = rows.get("full", {}).get("tok_s")
+  print(f"\nSmolLM2-135M, batch {_BATCH.value} x {_SEQ.value} tokens, AdamW, float32, CPU")
+  print(f"| tuner | trainable params | peak host memory (MB) | train tokens/s | vs full | "
+        f"vs PEFT LoRA |")
+  print("|---|---|---|---|---|---|")
+  for name, r in rows.items():
+    vs_full = f"{r['tok_s'] / full:.2f}x" if full else "-"
+    vs_peft = f"{r['tok_s'] / ref:.2f}x" if ref else "-"
+    print(f"| {name} | {r['trainable']:,d} | {r['peak_mb']:.0f} | {r['tok_s']:.0f} | "
+          f"{vs_full} | {vs_peft} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
