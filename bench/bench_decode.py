@@ -70,21 +70,24 @@ print(json.dumps(dict(growth=peak - before, weights=nbytes)))
 
 
 def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
+  """Rates as `launch.infer` runs: bf16 on CPU is stored packed and computed in f32."""
   from swiftjax import generate as gen  # pylint: disable=g-import-not-at-top
-  from swiftjax import models  # pylint: disable=g-import-not-at-top
+  from swiftjax import infer  # pylint: disable=g-import-not-at-top
   from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
-  cfg, params = models.from_pretrained(path, dtype=dtype)
+  model = infer.load(path, dtype=dtype)
+  cfg, params, cdt = model.cfg, model.params, model.compute_dtype
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   res = {"weight_bytes": weight_bytes}
   tokens = jnp.asarray(prompts[:1])
-  fwd = jax.jit(decoder.apply, static_argnums=2)
-  t = _best(lambda: fwd(params, tokens, cfg)[0].block_until_ready(), repeats)
+  fwd = jax.jit(lambda p, t: decoder.apply(p, t, cfg, compute_dtype=cdt))
+  t = _best(lambda: fwd(params, tokens)[0].block_until_ready(), repeats)
   res["prefill_tok_s"] = tokens.size / t
   for batch in (1, 8):
     rows = [list(p[:16]) for p in prompts[:batch]]
 
     def run(n, rows=rows):
-      return gen.generate(params, cfg, rows, gen.SamplingConfig(max_new_tokens=n), eos_ids=[-1])
+      return gen.generate(params, cfg, rows, gen.SamplingConfig(max_new_tokens=n), eos_ids=[-1],
+                          compute_dtype=cdt)
 
     t1 = _best(lambda: run(1), repeats)
     tn = _best(lambda: run(new_tokens), repeats)

@@ -145,7 +145,7 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     mask[i, T - len(p):] = True
   eos = np.array(list(eos_ids or cfg.eos_token_ids) or [-1])
   rng = jax.random.key(0) if rng is None else rng
-  dtype = compute_dtype or jax.tree.leaves(params)[0].dtype
+  dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
   cache = decoder.init_cache(cfg, B, S, dtype)
   tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
   if mesh is not None:

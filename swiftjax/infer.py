@@ -5,10 +5,12 @@ import pathlib
 from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 
 from swiftjax import assets
 from swiftjax import generate as gen
 from swiftjax import models
+from swiftjax import packed_bf16
 from swiftjax import tokenizer as tok_lib
 
 
@@ -20,6 +22,7 @@ class LoadedModel:
   params: Any
   tokenizer: Any
   mesh: jax.sharding.Mesh | None = None
+  compute_dtype: Any = None
 
   @property
   def eos_ids(self) -> tuple[int, ...]:
@@ -33,11 +36,16 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
          mesh: jax.sharding.Mesh | None = None) -> LoadedModel:
   """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct.
 
-  With `mesh`, parameters are loaded straight into their `NamedSharding` layout.
+  With `mesh`, parameters are loaded straight into their `NamedSharding` layout. bfloat16
+  weights on a CPU backend are stored as `PackedBF16` and computed in float32, because
+  XLA:CPU's bf16 dots are slow (see `swiftjax.packed_bf16`).
   """
   path = assets.default_model_path() if path is None else path
   cfg, params = models.from_pretrained(path, dtype=dtype, mesh=mesh)
-  return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh)
+  compute_dtype = None
+  if models.resolve_dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
+    params, compute_dtype = packed_bf16.pack(params), jnp.float32
+  return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh, compute_dtype)
 
 
 def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
@@ -92,7 +100,7 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
 
   outs = gen.generate(model.params, model.cfg, rendered, sampling, rng=jax.random.key(seed),
                       eos_ids=model.eos_ids, on_tokens=on_tokens, stop_fn=stop_fn,
-                      mesh=model.mesh)
+                      mesh=model.mesh, compute_dtype=model.compute_dtype)
   answers = [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
   return [_cut_at_stop(a, stop) for a in answers]
 

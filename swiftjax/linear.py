@@ -16,10 +16,16 @@ import numpy as np
 _KINDS: dict[type, Callable[..., jax.Array]] = {}
 # type -> fn(w, dtype) -> dense kernel [..., in, out]
 _DENSIFY: dict[type, Callable[..., jax.Array]] = {}
+# type -> fn(w, ids) -> rows of an embedding table stored as that kind
+_TAKE: dict[type, Callable[..., jax.Array]] = {}
+# type -> fn(w) -> the same weight kind standing for the transposed matrix
+_TRANSPOSE: dict[type, Callable[..., Any]] = {}
 
 
 def register_kind(kind: type, matmul: Callable[..., jax.Array],
-                  densify: Callable[..., jax.Array] | None = None) -> None:
+                  densify: Callable[..., jax.Array] | None = None,
+                  take: Callable[..., jax.Array] | None = None,
+                  transpose: Callable[..., Any] | None = None) -> None:
   """Registers `matmul(x, w, compute_dtype)` as the way to apply weights of type `kind`.
 
   Args:
@@ -27,10 +33,36 @@ def register_kind(kind: type, matmul: Callable[..., jax.Array],
     matmul: computes `x @ W_effective` for `x` of shape `[..., in]`, returning `[..., out]`.
     densify: `densify(w, dtype)` returns `W_effective` as a dense `[..., in, out]` array (for
       merging, export and tuners that need the full matrix, such as DoRA's norms).
+    take: `take(w, ids)` gathers rows, for kinds that can also store embedding tables.
+    transpose: `transpose(w)` returns a weight of the same kind for the transposed matrix
+      (tied output heads use the embedding table transposed).
   """
   _KINDS[kind] = matmul
   if densify is not None:
     _DENSIFY[kind] = densify
+  if take is not None:
+    _TAKE[kind] = take
+  if transpose is not None:
+    _TRANSPOSE[kind] = transpose
+
+
+def transpose(w: Any) -> Any:
+  """`w` transposed on its last two axes, for arrays and kinds that register `transpose`."""
+  if isinstance(w, (jax.Array, np.ndarray)):
+    return jnp.swapaxes(w, -1, -2)
+  if type(w) in _TRANSPOSE:
+    return _TRANSPOSE[type(w)](w)
+  return jnp.swapaxes(densify(w), -1, -2)
+
+
+def embedding_lookup(table: Any, ids: jax.Array) -> jax.Array:
+  """Rows `table[ids]` of an embedding table `[V, D]` of any registered kind -> `[..., D]`."""
+  if isinstance(table, (jax.Array, np.ndarray)):
+    return jnp.take(table, ids, axis=0)
+  if type(table) in _TAKE:
+    return _TAKE[type(table)](table, ids)
+  return jnp.take(densify(table), ids, axis=0)
+
 
 
 def densify(w: Any, dtype: Any | None = None) -> jax.Array:

@@ -35,7 +35,9 @@ import jax
 import jax.numpy as jnp
 
 from swiftjax import errors
+from swiftjax.linear import embedding_lookup
 from swiftjax.linear import linear
+from swiftjax.linear import transpose
 from swiftjax.models.config import ModelConfig
 
 Params = dict[str, Any]
@@ -244,7 +246,7 @@ def _proj(x, p, dtype):
 
 def embed(params: Params, tokens: jax.Array) -> jax.Array:
   """Token embeddings `[B, T, D]` (before any family-specific scaling, as HF's inputs_embeds)."""
-  return jnp.take(params["embed_tokens"]["embedding"], tokens, axis=0)
+  return embedding_lookup(params["embed_tokens"]["embedding"], tokens)
 
 
 def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
@@ -375,8 +377,14 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     x = x[:, -1:]
   x = rms_norm(x, params["norm"]["scale"], cfg)
   if cfg.tie_word_embeddings:
-    logits = jnp.einsum("btd,vd->btv", x, params["embed_tokens"]["embedding"].astype(dtype),
-                        preferred_element_type=jnp.float32)
+    # Tied head: x @ E^T. A plain table contracts directly; other kinds (packed storage)
+    # go through `linear` with their registered transpose.
+    table = params["embed_tokens"]["embedding"]
+    if isinstance(table, jax.Array):
+      logits = jnp.einsum("btd,vd->btv", x, table.astype(dtype),
+                          preferred_element_type=jnp.float32)
+    else:
+      logits = linear(x, transpose(table), dtype).astype(jnp.float32)
   else:
     logits = linear(x, params["lm_head"]["kernel"], dtype).astype(jnp.float32)
   logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
