@@ -70,14 +70,19 @@ print(json.dumps(dict(growth=peak - before, weights=nbytes)))
 
 
 def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
-  """Rates as `launch.infer` runs: bf16 on CPU is stored packed and computed in f32."""
+  """Rates as `launch.infer` runs: bf16 on CPU is stored packed and computed in f32;
+  `int8` is float32 with every kernel quantized to per-channel int8."""
   from swiftjax import generate as gen  # pylint: disable=g-import-not-at-top
   from swiftjax import infer  # pylint: disable=g-import-not-at-top
+  from swiftjax import int8  # pylint: disable=g-import-not-at-top
   from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
-  model = infer.load(path, dtype=dtype)
+  model = infer.load(path, dtype="float32" if dtype == "int8" else dtype)
   cfg, params, cdt = model.cfg, model.params, model.compute_dtype
+  if dtype == "int8":
+    params = int8.quantize_params(params)
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   res = {"weight_bytes": weight_bytes}
+  jax.block_until_ready(params)
   tokens = jnp.asarray(prompts[:1])
   fwd = jax.jit(lambda p, t: decoder.apply(p, t, cfg, compute_dtype=cdt))
   t = _best(lambda: fwd(params, tokens)[0].block_until_ready(), repeats)
@@ -133,13 +138,14 @@ def main(argv):
         f"read bandwidth {bw:.1f} GB/s (jitted sum over 512 MB)")
   sj32 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "float32")
   sj16 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "bfloat16")
+  sj8 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "int8")
   hf = transformers_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value)
   print(f"\n{'metric':<22}{'swiftjax fp32':>15}{'transformers':>15}{'ratio':>8}"
-        f"{'swiftjax bf16':>15}")
+        f"{'swiftjax bf16':>15}{'swiftjax int8':>15}")
   for key in ("prefill_tok_s", "decode_b1_tok_s", "decode_b8_tok_s"):
     print(f"{key:<22}{sj32[key]:>15.1f}{hf[key]:>15.1f}{sj32[key] / hf[key]:>7.2f}x"
-          f"{sj16[key]:>15.1f}")
-  for name, r in (("fp32", sj32), ("bf16", sj16)):
+          f"{sj16[key]:>15.1f}{sj8[key]:>15.1f}")
+  for name, r in (("fp32", sj32), ("bf16", sj16), ("int8", sj8)):
     bound = bw * 1e9 / r["weight_bytes"]
     print(f"batch-1 decode {name}: {r['decode_b1_tok_s']:.1f} tok/s; bandwidth bound "
           f"{bound:.1f} tok/s ({r['weight_bytes'] / 1e6:.0f} MB of weights per step); "
