@@ -254,7 +254,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
           cache: Cache | None = None, compute_dtype: Any = None,
           last_only: bool = False, embeds: jax.Array | None = None,
           s2_group_size: int | None = None, residual_hook: Any = None,
-          hook_params: Any = None) -> tuple[jax.Array, Cache | None]:
+          hook_params: Any = None, segment_ids: jax.Array | None = None
+          ) -> tuple[jax.Array, Cache | None]:
   """Runs the decoder.
 
   Args:
@@ -274,6 +275,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       attend within groups of this size; the second half of the heads uses groups shifted by
       half a group, so information flows between neighbouring groups. Unlike the reference
       implementation, the shift does not wrap around, so no token sees its future.
+    segment_ids: `[B, T]` int for packed rows (0 = padding): tokens attend only within their
+      segment. Pass per-segment `positions` too (see `swiftjax.data.packing`). No cache.
     residual_hook: `hook(hook_params_l, x [B, T, D], layer) -> x`, applied to the residual
       stream after every block (representation interventions such as ReFT); `hook_params`
       is stacked over layers and sliced like the layer params.
@@ -285,6 +288,10 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     raise ValueError("pass exactly one of tokens and embeds")
   B, T = tokens.shape if tokens is not None else embeds.shape[:2]
   dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
+  if segment_ids is not None:
+    if cache is not None:
+      raise ValueError("segment_ids (packed rows) cannot be used with a KV cache")
+    mask = segment_ids > 0 if mask is None else mask & (segment_ids > 0)
   if mask is None:
     mask = jnp.ones((B, T), bool)
   if positions is None:
@@ -303,6 +310,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
   # Slots are contiguous per row (left padding), so slot distance is token distance.
   distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
   causal = valid[:, None, :] & (distance >= 0)[None]
+  if segment_ids is not None:
+    causal = causal & (segment_ids[:, :, None] == segment_ids[:, None, :])
   if s2_group_size:
     if cache is not None or T % s2_group_size or s2_group_size % 2:
       raise ValueError("s2_group_size needs no cache, an even group size and T divisible by it "
