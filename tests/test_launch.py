@@ -74,3 +74,35 @@ class LaunchDemoTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class LaunchSftTest(absltest.TestCase):
+
+  def test_tiny_run_and_user_errors(self):
+    import json  # pylint: disable=g-import-not-at-top
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    testutil.save_tiny_llama(tmp / "m")
+    testutil.save_tiny_tokenizer(tmp / "m")
+    data = tmp / "d.jsonl"
+    data.write_text("".join(json.dumps({"query": "the cat", "response": "sat on the mat"}) + "\n"
+                            for _ in range(6)))
+    args = [f"--model={tmp / 'm'}", f"--dataset={data}", "--max_steps=3", "--max_length=32",
+            f"--output_dir={tmp / 'run'}", "--train_type=lora", "--lora_rank=2"]
+    r = testutil.run_module("launch.sft", *args)
+    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+    self.assertEqual(json.loads(r.stdout)["steps"], 3)
+    self.assertTrue((tmp / "run" / "adapter" / "adapter_config.json").is_file())
+    # The same output directory again, without --resume: refused in one line.
+    self._assert_one_line(testutil.run_module("launch.sft", *args), "already holds checkpoints")
+    bad = tmp / "bad.jsonl"
+    bad.write_text('{"query": "a", "response": "b"}\n{oops\n')
+    self._assert_one_line(testutil.run_module("launch.sft", f"--dataset={bad}",
+                                              f"--model={tmp / 'm'}",
+                                              f"--output_dir={tmp / 'r2'}"),
+                          rf"{bad}:2: invalid JSON")
+
+  def _assert_one_line(self, r, pattern):
+    import re  # pylint: disable=g-import-not-at-top
+    self.assertEqual(r.returncode, 2, r.stderr[-2000:])
+    self.assertNotIn("Traceback", r.stderr)
+    self.assertTrue(re.search(pattern, r.stderr), r.stderr)
