@@ -216,7 +216,12 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
       if not math.isfinite(loss):
         raise errors.SwiftJaxError(f"loss is {loss} at step {step}; the last good checkpoint "
                                    f"is step {manager.latest_step()}")
-      tokens_seen += int(np.asarray(batch["segment_ids"] > 0).sum())
+      if step == start + 1:
+        # The first step includes compilation; throughput counts from its end.
+        jax.block_until_ready(trainable)
+        t0 = time.perf_counter()
+      else:
+        tokens_seen += int(np.asarray(batch["segment_ids"] > 0).sum())
       entry = {"step": step, "loss": loss, "grad_norm": float(metrics["grad_norm"]),
                "lr": float(schedule(step // cfg.gradient_accumulation_steps))}
       log.append(entry)
