@@ -123,6 +123,12 @@ def _tuner_config(cfg: TrainConfig) -> lora.LoraConfig:
                          use_rslora=cfg.tuner == "rslora")
 
 
+def _global_norm(tree):
+  # optax >= 0.2.5 has optax.tree.norm; older releases only optax.global_norm.
+  tree_lib = getattr(optax, "tree", None)
+  return tree_lib.norm(tree) if hasattr(tree_lib, "norm") else optax.global_norm(tree)
+
+
 def make_step(model_cfg, tuner_cfg, frozen, optimizer):
   """`step(trainable, opt_state, batch) -> (trainable, opt_state, metrics)`, to be jitted."""
 
@@ -137,7 +143,7 @@ def make_step(model_cfg, tuner_cfg, frozen, optimizer):
     (loss, weight), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, batch)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, {
-        "loss": loss, "trained_tokens": weight, "grad_norm": optax.global_norm(grads)}
+        "loss": loss, "trained_tokens": weight, "grad_norm": _global_norm(grads)}
 
   return step
 
