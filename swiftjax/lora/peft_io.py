@@ -148,7 +148,9 @@ def _write(directory: str | pathlib.Path, config: dict, tensors: dict) -> None:
     raise
 
 
-def _read(directory: pathlib.Path) -> tuple[dict, dict, pathlib.Path]:
+def _read(directory: pathlib.Path, peft_type: str | None = None
+          ) -> tuple[dict, dict, pathlib.Path]:
+  """`(config, tensors, weights path)` of a PEFT directory, checking `peft_type` if given."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
   for f in (config_path, weights_path):
@@ -159,6 +161,9 @@ def _read(directory: pathlib.Path) -> tuple[dict, dict, pathlib.Path]:
     c = json.loads(config_path.read_text())
   except json.JSONDecodeError as e:
     raise errors.CheckpointError(f"{config_path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  if peft_type is not None and c.get("peft_type") != peft_type:
+    raise errors.ConfigError(f"{config_path}: peft_type {c.get('peft_type')!r}, expected "
+                             f"{peft_type}")
   try:
     tensors = load_file(str(weights_path))
   except Exception as e:  # safetensors raises its own error types on damaged files.
@@ -205,10 +210,7 @@ def load_ia3(directory: str | pathlib.Path, model_cfg: ModelConfig,
              params: Any = None) -> tuple[ia3.IA3Config, Any]:
   """Reads a PEFT IA3 adapter directory into `(IA3Config, adapters)`."""
   directory = pathlib.Path(directory)
-  c, tensors, weights_path = _read(directory)
-  if c.get("peft_type") != "IA3":
-    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
-                             "expected IA3")
+  c, tensors, weights_path = _read(directory, "IA3")
   inverse = {hf: key for key, hf in _module_table(model_cfg).items()}
   per_module: dict = {}
   for name, value in tensors.items():
@@ -302,10 +304,7 @@ def load_prompt_tuning(directory: str | pathlib.Path, model_cfg: ModelConfig
                        ) -> tuple[prompt_tuning.PromptTuningConfig, Any]:
   """Reads a PEFT PROMPT_TUNING directory into `(PromptTuningConfig, adapters)`."""
   directory = pathlib.Path(directory)
-  c, tensors, weights_path = _read(directory)
-  if c.get("peft_type") != "PROMPT_TUNING":
-    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
-                             "expected PROMPT_TUNING")
+  c, tensors, weights_path = _read(directory, "PROMPT_TUNING")
   if "prompt_embeddings" not in tensors:
     raise errors.CheckpointError(f"{weights_path} lacks tensor 'prompt_embeddings'")
   soft = tensors["prompt_embeddings"]
@@ -343,10 +342,7 @@ def load_vera(directory: str | pathlib.Path, model_cfg: ModelConfig
               ) -> tuple[vera.VeraConfig, Any]:
   """Reads a PEFT VERA directory saved with its projections (`save_projection=True`)."""
   directory = pathlib.Path(directory)
-  c, tensors, weights_path = _read(directory)
-  if c.get("peft_type") != "VERA":
-    raise errors.ConfigError(f"{directory / CONFIG_FILE}: peft_type {c.get('peft_type')!r}, "
-                             "expected VERA")
+  c, tensors, weights_path = _read(directory, "VERA")
   missing = [k for k in ("base_model.vera_A", "base_model.vera_B") if k not in tensors]
   if missing:
     raise errors.CheckpointError(f"{weights_path} lacks {missing}: the adapter was saved with "
