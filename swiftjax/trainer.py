@@ -8,7 +8,8 @@ tree only (the base stays frozen), optax AdamW with warmup + cosine/linear decay
 clipping and gradient accumulation (`optax.MultiSteps`). The data order is a deterministic
 permutation per epoch from the seed, so a run resumed from a checkpoint sees exactly the
 batches the uninterrupted run would have seen. Orbax checkpoints hold the trainable tree, the
-optimizer state and the step; keep-last-N, written atomically by Orbax.
+optimizer state and the step; keep-last-N, written atomically by Orbax. Metrics go to
+TensorBoard event files (`workdir/tensorboard`), a tqdm progress bar and `summary.json`.
 """
 
 import dataclasses
@@ -206,6 +207,11 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
     raise errors.ConfigError(f"{workdir} already holds checkpoints of a run; pass --resume to "
                              "continue it or choose another --output_dir")
 
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  writer = SummaryWriter(str(workdir / "tensorboard"))
+  progress = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                  disable=None)  # None: off when stderr is not a terminal
   log = []
   step = start
   t0 = time.perf_counter()
@@ -231,6 +237,12 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
       entry = {"step": step, "loss": loss, "grad_norm": float(metrics["grad_norm"]),
                "lr": float(schedule(step // cfg.gradient_accumulation_steps))}
       log.append(entry)
+      for key in ("loss", "grad_norm", "lr"):
+        writer.add_scalar(f"train/{key}", entry[key], step)
+      if step > start + 1:
+        writer.add_scalar("train/tokens_per_s", tokens_seen / (time.perf_counter() - t0), step)
+      progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+      progress.update(1)
       if cfg.save_steps and step % cfg.save_steps == 0:
         manager.save(step, args=ocp.args.StandardSave({"trainable": trainable,
                                                        "opt_state": opt_state}))
@@ -245,6 +257,8 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
                                                    "opt_state": opt_state}), force=True)
   manager.wait_until_finished()
   elapsed = time.perf_counter() - t0
+  progress.close()
+  writer.close()
 
   out = workdir / "checkpoints"
   if tuner_cfg is not None:

@@ -22,6 +22,22 @@ def _setup(tmp: pathlib.Path) -> tuple[str, str]:
   return str(model_dir), str(data)
 
 
+def _event_tags(directory: pathlib.Path) -> dict[str, int]:
+  """Counts scalar values per tag in TensorBoard event files (TFRecord framing)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  counts: dict[str, int] = {}
+  for f in directory.glob("events.out.tfevents.*"):
+    data, at = f.read_bytes(), 0
+    while at < len(data):
+      (n,) = struct.unpack("<Q", data[at:at + 8])
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + n])
+      at += 12 + n + 4
+      for v in event.summary.value:
+        counts[v.tag] = counts.get(v.tag, 0) + 1
+  return counts
+
+
 class TrainerTest(absltest.TestCase):
 
   def test_lora_sft_learns_and_writes_a_peft_adapter(self):
@@ -35,6 +51,9 @@ class TrainerTest(absltest.TestCase):
     self.assertLess(summary["final_loss"], summary["first_loss"] - 0.4, summary["log"][-3:])
     self.assertTrue((tmp / "run" / "adapter" / "adapter_model.safetensors").is_file())
     self.assertTrue((tmp / "run" / "summary.json").is_file())
+    tags = _event_tags(tmp / "run" / "tensorboard")
+    self.assertEqual(tags["train/loss"], 40)
+    self.assertIn("train/tokens_per_s", tags)
     with self.assertRaisesRegex(errors.ConfigError, "already holds checkpoints"):
       trainer.train(cfg, tmp / "run")
 
