@@ -23,36 +23,52 @@ def _torch_logits(model, tokens: np.ndarray) -> np.ndarray:
 _FAMILIES = [(name, name) for name in testutil.FAMILY_OVERRIDES]
 
 
+def _tol(want):
+  return 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def _load(test, model_type, **overrides):
+  """(torch reference, cfg, params) of a fresh tiny checkpoint."""
+  tmp = pathlib.Path(test.create_tempdir().full_path)
+  ref = testutil.save_tiny_model(tmp, model_type, **overrides)
+  cfg, params = models.from_pretrained(tmp)
+  return ref, cfg, params
+
+
+def _check_forward(test, model_type, **overrides):
+  ref, cfg, params = _load(test, model_type, **overrides)
+  test.assertEqual(cfg.model_type, model_type)
+  tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
+  want = _torch_logits(ref, tokens)
+  got, _ = jax.jit(decoder.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
+  np.testing.assert_allclose(np.asarray(got), want, atol=_tol(want), rtol=0)
+
+
+def _check_cached(test, model_type, prefill):
+  """Prefills `prefill` tokens, decodes the rest one by one; returns the final cache."""
+  ref, cfg, params = _load(test, model_type)
+  tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
+  want = _torch_logits(ref, tokens)
+  cache = decoder.init_cache(cfg, batch=2, max_len=32)
+  step = jax.jit(decoder.apply, static_argnums=2)
+  logits, cache = step(params, jnp.asarray(tokens[:, :prefill]), cfg, cache=cache)
+  got = [np.asarray(logits)]
+  for t in range(prefill, 24):
+    logits, cache = step(params, jnp.asarray(tokens[:, t:t + 1]), cfg, cache=cache)
+    got.append(np.asarray(logits))
+  np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=_tol(want), rtol=0)
+  return cache
+
+
 class DecoderParityTest(parameterized.TestCase):
 
   @parameterized.named_parameters(*_FAMILIES)
   def test_family_logits_match_transformers(self, model_type):
-    tmp = pathlib.Path(self.create_tempdir().full_path)
-    ref = testutil.save_tiny_model(tmp, model_type)
-    cfg, params = models.from_pretrained(tmp)
-    self.assertEqual(cfg.model_type, model_type)
-    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
-    want = _torch_logits(ref, tokens)
-    got, _ = jax.jit(decoder.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * max(1.0, np.abs(want).max()),
-                               rtol=0)
+    _check_forward(self, model_type)
 
   @parameterized.named_parameters(*_FAMILIES)
   def test_family_cached_decoding_matches_transformers(self, model_type):
-    tmp = pathlib.Path(self.create_tempdir().full_path)
-    ref = testutil.save_tiny_model(tmp, model_type)
-    cfg, params = models.from_pretrained(tmp)
-    tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
-    want = _torch_logits(ref, tokens)
-    cache = decoder.init_cache(cfg, batch=2, max_len=32)
-    step = jax.jit(decoder.apply, static_argnums=2)
-    logits, cache = step(params, jnp.asarray(tokens[:, :12]), cfg, cache=cache)
-    got = [np.asarray(logits)]
-    for t in range(12, 24):
-      logits, cache = step(params, jnp.asarray(tokens[:, t:t + 1]), cfg, cache=cache)
-      got.append(np.asarray(logits))
-    got = np.concatenate(got, axis=1)
-    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()), rtol=0)
+    _check_cached(self, model_type, prefill=12)
 
   @parameterized.named_parameters(
       ("untied_gqa", {}),
@@ -64,30 +80,10 @@ class DecoderParityTest(parameterized.TestCase):
       ("head_dim_override", dict(head_dim=32)),
   )
   def test_logits_match_transformers(self, overrides):
-    tmp = pathlib.Path(self.create_tempdir().full_path)
-    ref = testutil.save_tiny_llama(tmp, **overrides)
-    cfg, params = models.from_pretrained(tmp)
-    tokens = np.random.default_rng(0).integers(0, cfg.vocab_size, (2, 40))
-    want = _torch_logits(ref, tokens)
-    got, _ = jax.jit(decoder.apply, static_argnums=2)(params, jnp.asarray(tokens), cfg)
-    scale = np.abs(want).max()
-    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * max(1.0, scale), rtol=0)
+    _check_forward(self, "llama", **overrides)
 
   def test_cached_decoding_matches_full_forward(self):
-    tmp = pathlib.Path(self.create_tempdir().full_path)
-    ref = testutil.save_tiny_llama(tmp)
-    cfg, params = models.from_pretrained(tmp)
-    tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
-    want = _torch_logits(ref, tokens)
-    cache = decoder.init_cache(cfg, batch=2, max_len=32)
-    step = jax.jit(decoder.apply, static_argnums=2)
-    logits, cache = step(params, jnp.asarray(tokens[:, :16]), cfg, cache=cache)
-    got = [np.asarray(logits)]
-    for t in range(16, 24):
-      logits, cache = step(params, jnp.asarray(tokens[:, t:t + 1]), cfg, cache=cache)
-      got.append(np.asarray(logits))
-    got = np.concatenate(got, axis=1)
-    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, np.abs(want).max()), rtol=0)
+    cache = _check_cached(self, "llama", prefill=16)
     self.assertEqual(int(cache["end"]), 24)
 
   def test_left_padding_does_not_change_a_row(self):

@@ -20,7 +20,7 @@ with the layer axis kept when the base kernel is layer-stacked (`[L, in, r]`).
 """
 
 import dataclasses
-from typing import Any, Iterable
+from typing import Any
 
 import flax.struct
 import jax
@@ -257,11 +257,6 @@ def trainable_summary(params: Any, adapters: Any) -> str:
   total = count_params(params) + trainable
   return (f"trainable params: {trainable:,d} || all params: {total:,d} || "
           f"trainable%: {100 * trainable / total:.4f}")
-
-
-def targets_of(cfg: LoraConfig, params: Any) -> Iterable[str]:
-  """The kernel paths this config adapts in `params` (for inspection)."""
-  return paths.match_targets(params, cfg.target_modules)
 
 
 def adapter_axes(adapters: Any, param_axes: Any) -> Any:

@@ -52,18 +52,17 @@ def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32, *,
   dtype = resolve_dtype(dtype)
   p = pathlib.Path(path)
 
-  def shardings_for(cfg):
+  def shardings_for(read_config):
     if mesh is None:
       return None
+    cfg = read_config(p)
     return sharding.tree_shardings(decoder.param_axes(cfg), decoder.param_shapes(cfg, dtype),
                                    mesh, rules)
 
   if p.suffix == ".gguf":
-    cfg = gguf_loader.read_config(p)
-    return gguf_loader.load(p, dtype, shardings_for(cfg))
+    return gguf_loader.load(p, dtype, shardings_for(gguf_loader.read_config))
   if p.is_dir():
-    cfg = safetensors_loader.read_config(p)
-    return safetensors_loader.load(p, dtype, shardings_for(cfg))
+    return safetensors_loader.load(p, dtype, shardings_for(safetensors_loader.read_config))
   if p.exists():
     raise errors.CheckpointError(f"{p} is neither a .gguf file nor a checkpoint directory")
   if str(path).count("/") == 1 and not str(path).startswith((".", "/")):

@@ -50,15 +50,6 @@ def _open(path: pathlib.Path):
         f"{path} is not a readable GGUF file (truncated or corrupted?): {e}") from None
 
 
-def read_metadata(path: str | pathlib.Path) -> dict[str, Any]:
-  """All key/value metadata of a GGUF file, except the (large) tokenizer vocab arrays."""
-  reader = _open(pathlib.Path(path))
-  skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.scores", "tokenizer.ggml.token_type",
-          "tokenizer.ggml.merges")
-  return {k: _field_value(f) for k, f in reader.fields.items()
-          if not k.startswith("GGUF.") and k not in skip}
-
-
 def config_from_metadata(meta: dict[str, Any], path: Any = "GGUF") -> ModelConfig:
   """Builds a ModelConfig from GGUF metadata (`{arch}.embedding_length`, ...).
 
