@@ -7,6 +7,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from graphs.errors import GraphError
 from swiftjax import errors
 
 
@@ -39,7 +40,8 @@ _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
 
 def run(main: Callable[[Sequence[str]], None]) -> None:
-  """`absl.app.run(main)`, printing `SwiftJaxError`s as `error: ...` and exiting with status 2."""
+  """`absl.app.run(main)`, printing `SwiftJaxError`s and `GraphError`s as `error: ...` and exiting
+  with status 2."""
 
   def wrapped(argv: Sequence[str]) -> None:
     if len(argv) > 1:
@@ -58,7 +60,7 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
         except (RuntimeError, ValueError) as e:
           raise errors.SwiftJaxError(f"--distributed: cannot initialize: {e}") from None
       main(argv)
-    except errors.SwiftJaxError as e:
+    except (errors.SwiftJaxError, GraphError) as e:
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
 

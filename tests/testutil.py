@@ -41,12 +41,17 @@ def require_default_model() -> pathlib.Path:
     pytest.skip(str(e))
 
 
+def subprocess_env() -> dict[str, str]:
+  """The environment a launcher runs in as a user would start it: one real CPU device."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
 def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
   """Runs `python -m module args...` from the repository root and captures its output."""
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # launchers run as a user would, on the one real CPU device
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
+                        env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
 
 
 # Per-family settings that make each family's differences matter at tiny sizes (a sliding
