@@ -94,7 +94,7 @@ def main():
   def run_device(seeds, key=0):
     return jax.block_until_ready(dev.sample(seeds, key))
 
-  grid = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= a.max_batch]
+  grid = [1 << i for i in range(14) if (1 << i) <= a.max_batch]
   for b in grid:  # compile every bucket the workload can hit before anything is timed
     run_device(rng.choice(g.num_nodes, b, replace=False).astype(np.int32))
   cal = dispatch_lib.Dispatcher.calibrate(run_host, run_device, node_psgs, grid, repeats=a.repeats,

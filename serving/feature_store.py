@@ -266,9 +266,13 @@ def _take_put(out, table, idx, rows):
   return out.at[rows].set(jnp.take(table, idx, axis=0, mode="clip"), mode="drop")
 
 
-def _padded(values: np.ndarray, fill: int) -> np.ndarray:
-  """values as int32, padded with `fill` to a power-of-two length (bounded recompiles)."""
-  out = np.full(subgraph_lib.bucket(values.size, minimum=8), fill, np.int32)
+def _padded(values: np.ndarray, fill: int, size: int | None = None) -> np.ndarray:
+  """values as int32, padded with `fill` to `size` (default: a power-of-two length).
+
+  `gather` pads every piece to its output's length M, so each jitted piece compiles once per M
+  (a server warms those up front) rather than once per (M, piece length) pair at request time.
+  """
+  out = np.full(size or subgraph_lib.bucket(values.size, minimum=8), fill, np.int32)
   out[:values.size] = values
   return out
 
@@ -526,13 +530,13 @@ class FeatureStore:
     put = lambda a: jax.device_put(a, target)
 
     if hot.any():
-      out = _take_put(out, self._hot_on[target], put(_padded(slot[hot], 0)),
-                      put(_padded(out_rows[hot], m)))
+      out = _take_put(out, self._hot_on[target], put(_padded(slot[hot], 0, m)),
+                      put(_padded(out_rows[hot], m, m)))
     n_local = n_remote = 0
     for o in np.unique(owner[warm]):
       sel = warm & (owner == o)
-      pos = _padded(slot[sel] - h - o * w, 0)
-      rows = put(_padded(out_rows[sel], m))
+      pos = _padded(slot[sel] - h - o * w, 0, m)
+      rows = put(_padded(out_rows[sel], m, m))
       if o == t:
         out = _take_put(out, self._warm_on[o], put(pos), rows)
         n_local += int(sel.sum())
@@ -548,9 +552,9 @@ class FeatureStore:
       else:
         rows_in_table = slot[cold] - self.layout.cold_start
       data = _read_rows(self.cold, rows_in_table)  # only the cold rows leave host/disk
-      piece = np.zeros((subgraph_lib.bucket(data.shape[0], minimum=8), self.dim), self.dtype)
+      piece = np.zeros((m, self.dim), self.dtype)
       piece[:data.shape[0]] = data
-      out = _put(out, put(_padded(out_rows[cold], m)), put(piece))
+      out = _put(out, put(_padded(out_rows[cold], m, m)), put(piece))
     self.counters.add(int(hot.sum()), n_local, n_remote, int(cold.sum()), m - out_rows.size,
                       self.row_bytes)
     return out

@@ -83,6 +83,11 @@ class Metrics:
     self.batches = {"host": 0, "device": 0}
     self.batch_seeds = 0
     self.sampled_edges = 0
+    self.stage_seconds: dict[str, float] = {}
+
+  def observe_stage(self, stage: str, seconds: float) -> None:
+    with self._lock:
+      self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
   def observe_request(self, status: int, seconds: float) -> None:
     with self._lock:
@@ -116,7 +121,11 @@ class Metrics:
       out += [f'gnn_batches_total{{backend="{b}"}} {n}' for b, n in sorted(self.batches.items())]
       out += ["# TYPE gnn_batch_seeds_total counter", f"gnn_batch_seeds_total {self.batch_seeds}",
               "# TYPE gnn_sampled_edges_total counter",
-              f"gnn_sampled_edges_total {self.sampled_edges}"]
+              f"gnn_sampled_edges_total {self.sampled_edges}",
+              "# HELP gnn_stage_seconds_total Time spent in each pipeline stage.",
+              "# TYPE gnn_stage_seconds_total counter"]
+      out += [f'gnn_stage_seconds_total{{stage="{k}"}} {v:.6f}'
+              for k, v in sorted(self.stage_seconds.items())]
       for name, value in gauges.items():
         out += [f"# TYPE {name} gauge", f"{name} {value}"]
       return "\n".join(out) + "\n"
@@ -279,8 +288,10 @@ class GNNServer:
         batch = inbox.get(timeout=0.05)
       except queue.Empty:
         continue
+      t = time.perf_counter()
       try:
         batch = fn(batch)
+        self.metrics.observe_stage(fn.__name__, time.perf_counter() - t)
       except Exception as e:  # pylint: disable=broad-except
         # A failed batch answers its requests with 503 instead of killing the worker.
         for r in batch.payload:
