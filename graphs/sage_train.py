@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from graphs import planetoid
@@ -257,6 +258,10 @@ def load_model(workdir) -> LoadedModel:
                      f"{FORMAT_VERSION}")
   model_cfg = model_config(config)
   abstract = jax.eval_shape(functools.partial(sage.init, model_cfg), jax.random.key(0))
+  # Restore into host numpy arrays: no device layout is asked for, so a serving replica in a
+  # multi-process job reads the single-process checkpoint as it is (a sharded jax target would
+  # make Orbax compare topologies and refuse).
+  abstract = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   try:
     params = ocp.StandardCheckpointer().restore(workdir / CHECKPOINT_DIR, abstract)

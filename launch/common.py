@@ -1,5 +1,6 @@
 """What every launcher shares: user errors become one line on stderr, not a traceback."""
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -55,8 +56,17 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
     try:
       if _DISTRIBUTED.value:
         import jax  # pylint: disable=g-import-not-at-top
+        # jax reads JAX_COORDINATOR_ADDRESS itself but not the process count and index (it
+        # detects them only on SLURM, TPU pods, ...): pass those on when they are set.
+        kwargs = {}
+        for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+          if os.environ.get(env):
+            try:
+              kwargs[arg] = int(os.environ[env])
+            except ValueError:
+              raise errors.SwiftJaxError(f"{env}={os.environ[env]!r} is not an integer") from None
         try:
-          jax.distributed.initialize()
+          jax.distributed.initialize(**kwargs)
         except (RuntimeError, ValueError) as e:
           raise errors.SwiftJaxError(f"--distributed: cannot initialize: {e}") from None
       main(argv)

@@ -9,6 +9,11 @@ r"""Serve GraphSAGE node predictions over HTTP with dynamic batching and adaptiv
 With a Planetoid --dataset and no trained model in --model_dir, a model is trained there first
 (`launch.train_gnn` with its defaults; seconds on Cora). Listens on 127.0.0.1 unless --host says
 otherwise. API and status codes: `serving/server.py`.
+
+Replicas: start one process per replica with `--distributed` (and the usual
+JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or a cluster environment); each
+keeps its partition of the features and fetches the rest from its peers
+(`serving/replicas.py`). Any replica answers any node.
 """
 
 import os
@@ -16,6 +21,8 @@ import os
 # numba's OpenMP workers spin after each parallel region by default, taking the cores the
 # server's own threads need; a server wants them to sleep.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Replicas (--distributed) exchange addresses with a CPU collective, which needs gloo.
+os.environ.setdefault("JAX_CPU_COLLECTIVES_IMPLEMENTATION", "gloo")
 
 import signal
 import tempfile
@@ -129,19 +136,30 @@ def main(argv):
                                      max_wait_ms=_MAX_WAIT.value, queue_size=_QUEUE.value,
                                      deadline_ms=_DEADLINE.value,
                                      batching=not _NO_BATCHING.value))
-  server = app.build_server(graph, features, model, cfg).start()
+  import jax  # pylint: disable=g-import-not-at-top
+  from serving import replicas  # pylint: disable=g-import-not-at-top
+  num_replicas, replica_id = jax.process_count(), jax.process_index()
+  server = app.build_server(graph, features, model, cfg, num_replicas=num_replicas,
+                            replica_id=replica_id, warmup=num_replicas == 1)
   try:
     httpd = server_lib.make_http_server(server, _HOST.value, _PORT.value)
   except OSError as e:
-    server.stop()
     raise GraphError(f"cannot listen on {_HOST.value}:{_PORT.value}: {e}") from None
   host, port = httpd.server_address[:2]
-  print(f"serving {graph.num_nodes} nodes on http://{host}:{port} "
-        f"({len(server.engines)} worker(s), dispatch={_DISPATCH.value})", flush=True)
-  stop = threading.Event()
-  signal.signal(signal.SIGTERM, lambda *_: stop.set())
   thread = threading.Thread(target=httpd.serve_forever, daemon=True)
   thread.start()
+  where = ""
+  if num_replicas > 1:
+    # Listening already (peers may fetch features from now on); the exchange is a barrier.
+    group = replicas.exchange_addresses(host, port)
+    server.features.peers = group.addresses
+    app.warmup_server(server)
+    where = f", replica {replica_id} of {num_replicas}, peers {list(group.addresses)}"
+  server.start()
+  print(f"serving {graph.num_nodes} nodes on http://{host}:{port} "
+        f"({len(server.engines)} worker(s), dispatch={_DISPATCH.value}{where})", flush=True)
+  stop = threading.Event()
+  signal.signal(signal.SIGTERM, lambda *_: stop.set())
   try:
     deadline = time.monotonic() + _MAX_SECONDS.value if _MAX_SECONDS.value else None
     while not stop.wait(0.2):

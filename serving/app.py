@@ -21,6 +21,7 @@ from serving import feature_store as feature_store_lib
 from serving import host_sampler as host_sampler_lib
 from serving import model as model_lib
 from serving import psgs as psgs_lib
+from serving import replicas as replicas_lib
 from serving.engine import Engine
 from serving.graph import CSRGraph
 from serving.server import GNNServer
@@ -74,7 +75,8 @@ def _calibration(cfg: ServeConfig, host, device, node_psgs) -> dispatch_lib.Cali
 
 
 def build_server(graph: CSRGraph, features: np.ndarray, model, cfg: ServeConfig = ServeConfig(),
-                 devices: Sequence[Any] | None = None) -> GNNServer:
+                 devices: Sequence[Any] | None = None, num_replicas: int = 1,
+                 replica_id: int = 0, warmup: bool = True) -> GNNServer:
   """A ready (not started) `GNNServer`.
 
   Args:
@@ -83,6 +85,11 @@ def build_server(graph: CSRGraph, features: np.ndarray, model, cfg: ServeConfig 
     model: `graphs.sage_train.LoadedModel` (config, params, apply_fn).
     cfg: serving settings.
     devices: jax devices, one worker each (default: `cfg.num_workers` local devices).
+    num_replicas, replica_id: with several replicas, this one keeps only its partition of the
+      features (`serving/replicas.py`) and fetches the rest from peers, whose addresses must be
+      set (`server.features.peers`) before `warmup_server`.
+    warmup: compile everything now (`warmup_server`); with replicas, do it after the peers are
+      known.
   """
   features = np.asarray(features, np.float32)
   if features.ndim != 2 or features.shape[0] != graph.num_nodes:
@@ -104,8 +111,13 @@ def build_server(graph: CSRGraph, features: np.ndarray, model, cfg: ServeConfig 
   order = feature_store_lib.order_by_access_prob(graph, fanouts)
   hot = int(round(cfg.hot_fraction * n))
   warm = int(round(cfg.warm_fraction * n / len(devices)))
-  store = feature_store_lib.FeatureStore.build(features, order=order, devices=devices,
-                                               hot_rows=hot, warm_rows_per_device=warm)
+  if num_replicas > 1:
+    store = replicas_lib.PartitionedFeatures(
+        features, replicas_lib.partition(order, num_replicas), replica_id, order, devices,
+        cfg.hot_fraction, cfg.warm_fraction)
+  else:
+    store = feature_store_lib.FeatureStore.build(features, order=order, devices=devices,
+                                                 hot_rows=hot, warm_rows_per_device=warm)
   forward = model_lib.make_forward(model.config)
   engines, calibration = [], None
   for i, dev in enumerate(devices):
@@ -119,7 +131,14 @@ def build_server(graph: CSRGraph, features: np.ndarray, model, cfg: ServeConfig 
     engines.append(Engine(host, device, dispatch_lib.Dispatcher(calibration, cfg.dispatch),
                           node_psgs, store, forward, model.params, device=dev,
                           seed=cfg.seed + 7919 * i))
-  for engine in engines:
-    compiles = engine.warmup(cfg.server.max_batch_nodes)
+  server = GNNServer(engines, cfg.server, features=store)
+  if warmup:
+    warmup_server(server)
+  return server
+
+
+def warmup_server(server: GNNServer) -> None:
+  """Compiles every shape the workers can hit (see `Engine.warmup`)."""
+  for engine in server.engines:
+    compiles = engine.warmup(server.config.max_batch_nodes)
     logging.info("worker on %s warmed up: %d forward compiles", engine.device, compiles)
-  return GNNServer(engines, cfg.server)

@@ -18,6 +18,7 @@ batch n+1 is sampled and gathered while batch n is in the forward pass. The HTTP
 its request's event until the deadline.
 """
 
+import base64
 import dataclasses
 import http.server
 import json
@@ -137,9 +138,12 @@ class GNNServer:
   Args:
     engines: one `Engine` per device; batches go to whichever worker is free.
     config: batching and admission settings.
+    features: the feature source; one with `rows(ids)` (a replica's partition) is also served
+      to peer replicas at `POST /v1/features`.
   """
 
-  def __init__(self, engines: Sequence[Engine], config: ServerConfig = ServerConfig()):
+  def __init__(self, engines: Sequence[Engine], config: ServerConfig = ServerConfig(),
+               features=None):
     if not engines:
       raise GraphError("GNNServer needs at least one engine")
     self.engines = list(engines)
@@ -150,6 +154,7 @@ class GNNServer:
     self._stopping = threading.Event()
     self._threads: list[threading.Thread] = []
     self.num_nodes = self.engines[0].num_nodes
+    self.features = features
 
   # -- client side -------------------------------------------------------------------------------
 
@@ -355,11 +360,28 @@ def make_http_server(server: GNNServer, host: str = "127.0.0.1",
       elif self.path == "/metrics":
         gauges = {"gnn_queue_depth": server.queue_depth(),
                   "gnn_forward_compiles": sum(e.compiles for e in server.engines)}
+        if hasattr(server.features, "remote_rows"):
+          gauges["gnn_remote_feature_rows"] = server.features.remote_rows
         self._send(200, server.metrics.render(gauges), "text/plain; version=0.0.4")
       else:
         self._send(404, {"error": f"no such path {self.path}"})
 
+    def _features(self):
+      """Peer replicas read the rows this replica owns: {"nodes": [...]} -> base64 float32."""
+      length = int(self.headers.get("Content-Length") or 0)
+      try:
+        ids = np.asarray(json.loads(self.rfile.read(length))["nodes"], np.int64)
+        rows = server.features.rows(ids)
+      except (GraphError, ValueError, KeyError, TypeError) as e:
+        self._send(400, {"error": str(e)})
+        return
+      self._send(200, {"dim": int(rows.shape[1]),
+                       "rows": base64.b64encode(rows.astype(np.float32).tobytes()).decode()})
+
     def do_POST(self):
+      if self.path == "/v1/features" and hasattr(server.features, "rows"):
+        self._features()
+        return
       if self.path != "/v1/infer":
         self._send(404, {"error": f"no such path {self.path}"})
         return

@@ -4,6 +4,7 @@ import concurrent.futures
 import http.client
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -163,6 +164,53 @@ class ServeGNNTest(absltest.TestCase):
       proc.terminate()
       out, err = proc.communicate(timeout=60)
     self.assertIn("stopped", out, err)
+
+  def test_two_replicas_split_the_features_and_answer_like_one_server(self):
+    with socket.socket() as sock:
+      sock.bind(("127.0.0.1", 0))
+      coordinator = f"127.0.0.1:{sock.getsockname()[1]}"
+    procs, ports = [], []
+    try:
+      for i in range(2):
+        env = dict(testutil.subprocess_env(), JAX_COORDINATOR_ADDRESS=coordinator,
+                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "launch.serve_gnn", "--dataset=cora",
+             f"--data_root={self.root}", f"--model_dir={self.model_dir}", "--port=0",
+             "--distributed", "--dispatch=host", "--max_seconds=240"],
+            cwd=testutil.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env))
+      for proc in procs:
+        for line in proc.stdout:
+          m = re.search(r"http://127\.0\.0\.1:(\d+) .*replica \d of 2", line)
+          if m:
+            ports.append(int(m.group(1)))
+            break
+      self.assertLen(ports, 2, [p.stderr.read()[-2000:] for p in procs if p.poll() is not None])
+      # The same sequence of single-node requests to each replica and to one in-process server
+      # with the same settings: same sampling keys, so equal answers mean the features fetched
+      # from the peer are the right rows.
+      server, port = self._serve(dispatch="host", max_batch_nodes=1024)
+      server.start()
+      nodes = list(range(0, 2708, 97))
+      answers = [[_post(p, {"nodes": [v]}) for v in nodes] for p in ports + [port]]
+      for replica in answers:
+        self.assertEqual([s for s, _ in replica], [200] * len(nodes))
+      probs = [[body["probabilities"] for _, body in replica] for replica in answers]
+      np.testing.assert_allclose(probs[0], probs[2], atol=2e-6)
+      np.testing.assert_allclose(probs[1], probs[2], atol=2e-6)
+      for p in ports:
+        _, text = _get(p, "/metrics")
+        remote = int(float(re.search(r"^gnn_remote_feature_rows (\S+)$", text, re.M).group(1)))
+        self.assertGreater(remote, 0)
+      status, body = _post(ports[0], {"nodes": [0, 1]}, path="/v1/features")
+      self.assertEqual(status, 400)  # each replica serves only the rows it owns ...
+      self.assertIn("not owned by replica 0", body["error"])
+    finally:
+      for proc in procs:
+        proc.terminate()
+      for proc in procs:
+        proc.communicate(timeout=60)
 
   def test_launcher_errors_are_one_line(self):
     r = testutil.run_module("launch.serve_gnn", "--dataset=cora", "--data_root=/nonexistent",
