@@ -58,13 +58,13 @@ class ServeGNNTest(absltest.TestCase):
     import tempfile  # pylint: disable=g-import-not-at-top
     return tempfile.mkdtemp(prefix="serve_gnn_test_")
 
-  def _serve(self, **server_kw):
+  def _serve(self, num_devices: int = 1, **server_kw):
     from serving import app  # pylint: disable=g-import-not-at-top
     from serving import server as server_lib  # pylint: disable=g-import-not-at-top
     cfg = app.ServeConfig(dispatch=server_kw.pop("dispatch", "host"),
                           server=server_lib.ServerConfig(**server_kw))
     server = app.build_server(self.graph, self.data.features, self.model, cfg,
-                              devices=jax.devices()[:1])
+                              devices=jax.devices()[:num_devices])
     httpd = server_lib.make_http_server(server, "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -101,6 +101,22 @@ class ServeGNNTest(absltest.TestCase):
     self.assertLess(batches, len(chunks))
     self.assertIn('gnn_requests_total{code="200"} 20', text)
     self.assertRegex(text, r'gnn_request_latency_seconds_bucket\{le="\+Inf"\} 20')
+
+  def test_one_worker_per_device_with_features_spread_over_them(self):
+    server, port = self._serve(num_devices=2, max_batch_nodes=64, max_wait_ms=1,
+                               deadline_ms=20000)
+    self.assertLen(server.engines, 2)
+    self.assertEqual({str(e.device) for e in server.engines}, {str(d) for d in jax.devices()[:2]})
+    # The warm tier is split over the two devices, the hot tier on both.
+    self.assertLen(server.features.warm.sharding.device_set, 2)
+    server.start()
+    chunks = np.array_split(self.data.test_idx, 40)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+      answers = list(pool.map(lambda c: _post(port, {"nodes": c.tolist()}), chunks))
+    self.assertEqual([status for status, _ in answers], [200] * len(chunks))
+    preds = np.concatenate([np.asarray(a[1]["predictions"]) for a in answers])
+    self.assertGreater(float(np.mean(preds == self.data.labels[self.data.test_idx])),
+                       self.metrics["test_acc"] - 0.03)
 
   def test_repeated_ids_embeddings_and_health(self):
     server, port = self._serve(max_batch_nodes=64)
