@@ -15,6 +15,7 @@ to smoke-test it.
 """
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -61,9 +62,11 @@ def main():
   p.add_argument("--batches", default="1,8,32")
   p.add_argument("--prompt_len", type=int, default=512)
   p.add_argument("--new_tokens", type=int, default=64)
+  p.add_argument("--scan_unroll", type=int, default=1,
+                 help="layers per layer-scan iteration (0: unroll all)")
   p.add_argument("--out_json", default=None)
   a = p.parse_args()
-  cfg = llama3_8b(a.layers)
+  cfg = dataclasses.replace(llama3_8b(a.layers), scan_unroll=a.scan_unroll or a.layers)
   dev = jax.devices()[0]
   print(f"device: {dev.device_kind} ({jax.default_backend()}), jax {jax.__version__}")
   bw = read_bandwidth(4.0 if jax.default_backend() != "cpu" else 0.25)

@@ -35,6 +35,9 @@ class ModelConfig:
     attn_logit_softcap / final_logit_softcap: `c * tanh(x / c)` on attention scores / logits.
     query_pre_attn_scalar: attention scale is this ** -0.5 (default head_dim).
     sandwich_norms: extra norms after attention and around the MLP (Gemma 2).
+    scan_unroll: layers per iteration of the layer scan (`jax.lax.scan(unroll=...)`); 1 keeps
+      compile time flat in depth, num_layers unrolls fully (a runtime setting, not part of the
+      checkpoint).
   """
   model_type: str = "llama"
   vocab_size: int = 32000
@@ -63,6 +66,7 @@ class ModelConfig:
   final_logit_softcap: float | None = None
   query_pre_attn_scalar: float | None = None
   sandwich_norms: bool = False
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:

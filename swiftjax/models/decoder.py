@@ -380,7 +380,7 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
            cache["v"] if cache is not None else None)
   layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
               jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
-  (x, new_k, new_v), _ = jax.lax.scan(block, carry, layer_xs)
+  (x, new_k, new_v), _ = jax.lax.scan(block, carry, layer_xs, unroll=cfg.scan_unroll)
 
   if last_only:
     x = x[:, -1:]
