@@ -77,8 +77,9 @@ def to_graphs_tuple(sample: SampledSubgraph, node_features=None):
     sample: a padded sample.
     node_features: optional [max_nodes, F] features gathered for `sample.nodes`.
   """
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import jraph  # pylint: disable=g-import-not-at-top
-  xp = np if isinstance(sample.nodes, np.ndarray) else __import__("jax.numpy").numpy
+  xp = np if isinstance(sample.nodes, np.ndarray) else jnp
   max_nodes = sample.nodes.shape[0]
   max_edges = sample.senders.shape[0]
   n_node = xp.stack([sample.num_nodes, max_nodes - sample.num_nodes]).astype(xp.int32)
