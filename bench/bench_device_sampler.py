@@ -30,27 +30,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bench import graph_args
 from serving import device_sampler as ds
 from serving import graph as graph_lib
 from serving import subgraph as subgraph_lib
 
 
 def build_graph(args) -> tuple[graph_lib.CSRGraph, str]:
-  if args.graph == "rmat":
-    g = graph_lib.rmat(args.scale, args.edges, seed=args.seed)
-    desc = f"rmat scale={args.scale} pairs={args.edges}"
-    if args.num_nodes:
-      rows = np.repeat(np.arange(g.num_nodes, dtype=np.int64), g.degrees())
-      g = graph_lib.from_edges(rows % args.num_nodes, g.indices.astype(np.int64) % args.num_nodes,
-                               num_nodes=args.num_nodes, drop_self_loops=True)
-      desc += f" folded onto {args.num_nodes} nodes"
-    return g, desc
-  path = args.graph
-  if os.path.isdir(path):
-    return graph_lib.load_ogb(path), f"ogb {path}"
-  if path.endswith(".npz"):
-    return graph_lib.load_npz(path, symmetric=True), f"npz {path}"
-  return graph_lib.load_edge_list(path, symmetric=True), f"edge list {path}"
+  """`graph_args.build_graph`, then (R-MAT with --num_nodes) ids folded onto that many nodes."""
+  g, desc = graph_args.build_graph(args)
+  if args.graph == "rmat" and args.num_nodes:
+    rows = np.repeat(np.arange(g.num_nodes, dtype=np.int64), g.degrees())
+    g = graph_lib.from_edges(rows % args.num_nodes, g.indices.astype(np.int64) % args.num_nodes,
+                             num_nodes=args.num_nodes, drop_self_loops=True)
+    desc += f" folded onto {args.num_nodes} nodes"
+  return g, desc
 
 
 def _median_time(fn, runs: int) -> tuple[float, list]:

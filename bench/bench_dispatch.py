@@ -1,6 +1,6 @@
 r"""Adaptive vs fixed sampling dispatch under a mixed workload (Quiver's latency-throughput figure).
 
-  python -m bench.bench_dispatch [--graph=../shared/data/snap/soc-Slashdot0902.txt.gz | rmat]
+  python -m bench.bench_dispatch [--graph=slashdot | rmat | edges.txt.gz]
       [--fanouts=15,10,5] [--requests=400] [--out_png=dispatch.png] [--out_json=dispatch.json]
 
 1. Calibrates the dispatcher on this machine: both samplers (numba host sampler; the device
@@ -26,14 +26,11 @@ import time
 import jax
 import numpy as np
 
+from bench import graph_args
 from serving import device_sampler as ds
 from serving import dispatcher as dispatch_lib
-from serving import graph as graph_lib
 from serving import host_sampler as hs
 from serving import psgs as psgs_lib
-
-DEFAULT_GRAPH = "../shared/data/snap/soc-Slashdot0902.txt.gz"
-
 
 def zipf_sizes(n: int, max_batch: int, a: float, rng: np.random.Generator) -> np.ndarray:
   """[n] request sizes in 1..max_batch with P(s) proportional to s^-a."""
@@ -54,7 +51,8 @@ def queue_latencies(arrivals: np.ndarray, service: np.ndarray) -> np.ndarray:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--graph", default=DEFAULT_GRAPH, help="edge list, or 'rmat'")
+  p.add_argument("--graph", default="slashdot",
+                 help="'slashdot', 'rmat', or an edge list / .npz / OGB folder")
   p.add_argument("--scale", type=int, default=18)
   p.add_argument("--edges", type=int, default=4_000_000)
   p.add_argument("--fanouts", default="15,10,5")
@@ -74,8 +72,7 @@ def main():
   fanouts = tuple(int(k) for k in a.fanouts.split(","))
   rng = np.random.default_rng(a.seed)
   t = time.perf_counter()
-  g = graph_lib.rmat(a.scale, a.edges, seed=a.seed) if a.graph == "rmat" else \
-      graph_lib.load_edge_list(a.graph)
+  g, _ = graph_args.build_graph(a)
   print(f"graph {a.graph}: {g.num_nodes} nodes, {g.num_edges} CSR entries "
         f"({time.perf_counter() - t:.1f} s)")
   device = jax.devices()[0]

@@ -24,32 +24,12 @@ so and measures the host sampler alone.
 
 import argparse
 import os
-import sys
 import time
 import warnings
 
 import numpy as np
 
-from serving import graph as graph_lib
-
-_SLASHDOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                         "shared", "data", "snap", "soc-Slashdot0902.txt.gz")
-
-
-def build_graph(args) -> tuple[graph_lib.CSRGraph, str]:
-  """The graph named by --graph (symmetric: every edge in both directions)."""
-  if args.graph == "rmat":
-    return (graph_lib.rmat(args.scale, args.edges, seed=args.seed),
-            f"rmat scale={args.scale} pairs={args.edges}")
-  path = _SLASHDOT if args.graph == "slashdot" else args.graph
-  if os.path.isdir(path):
-    return graph_lib.load_ogb(path), f"ogb {path}"
-  if path.endswith(".npz"):
-    return graph_lib.load_npz(path, symmetric=True), f"npz {path}"
-  if not os.path.exists(path):
-    sys.exit(f"error: {path} does not exist (use --graph=rmat for a synthetic graph)")
-  return graph_lib.load_edge_list(path, symmetric=True), f"edge list {os.path.basename(path)}"
-
+from bench import graph_args
 
 def _pyg_samplers(graph, fanouts):
   """{name: fn(seeds int64 numpy) -> edges} for PyG's samplers that import, and notes."""
@@ -130,7 +110,7 @@ def main(argv=None):
     pass
 
   t = time.perf_counter()
-  graph, desc = build_graph(args)
+  graph, desc = graph_args.build_graph(args)
   print(f"graph: {desc}: {graph.num_nodes} nodes, {graph.num_edges} CSR entries "
         f"(loaded in {time.perf_counter() - t:.1f} s); fanouts {fanouts}; "
         f"{args.threads} threads; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")

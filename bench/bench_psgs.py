@@ -17,34 +17,13 @@ Target (Quiver's claim that PSGS is a good predictor): Pearson r >= 0.9.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-from serving import graph as graph_lib
+from bench import graph_args
 from serving import host_sampler
 from serving import psgs
-
-_SLASHDOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..",
-                         "shared", "data", "snap", "soc-Slashdot0902.txt.gz")
-
-
-def build_graph(args) -> tuple[graph_lib.CSRGraph, str]:
-  """The graph named by --graph (symmetric: every edge in both directions)."""
-  if args.graph == "rmat":
-    return (graph_lib.rmat(args.scale, args.edges, seed=args.seed),
-            f"rmat scale={args.scale} pairs={args.edges}")
-  path = _SLASHDOT if args.graph == "slashdot" else args.graph
-  if os.path.isdir(path):
-    return graph_lib.load_ogb(path), f"ogb {path}"
-  if path.endswith(".npz"):
-    return graph_lib.load_npz(path, symmetric=True), f"npz {path}"
-  if not os.path.exists(path):
-    sys.exit(f"error: {path} does not exist (use --graph=rmat for a synthetic graph)")
-  return graph_lib.load_edge_list(path, symmetric=True), f"edge list {os.path.basename(path)}"
-
 
 def batch_sizes(rng, count, median, sigma, max_batch):
   """[count] skewed batch sizes in [1, max_batch] (lognormal, rounded)."""
@@ -75,7 +54,7 @@ def main(argv=None):
   args = p.parse_args(argv)
   fanouts = [int(k) for k in args.fanouts.split(",")]
 
-  graph, desc = build_graph(args)
+  graph, desc = graph_args.build_graph(args)
   print(f"graph: {desc}: {graph.num_nodes} nodes, {graph.num_edges} CSR entries; "
         f"fanouts {fanouts}")
   rng = np.random.default_rng(args.seed)

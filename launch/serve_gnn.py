@@ -84,15 +84,7 @@ def load_inputs():
   if _EDGE_LIST.value:
     if not _FEATURES.value or not _MODEL_DIR.value:
       raise GraphError("--edge_list needs --features (.npy) and --model_dir (a trained model)")
-    path = _EDGE_LIST.value
-    if os.path.isdir(path):
-      graph = graph_lib.load_ogb(path)
-    elif path.endswith(".npz"):
-      graph = graph_lib.load_npz(path, symmetric=True)
-    elif os.path.exists(path):
-      graph = graph_lib.load_edge_list(path)
-    else:
-      raise GraphError(f"--edge_list: {path} does not exist")
+    graph = graph_lib.load_graph(_EDGE_LIST.value)
     try:
       features = np.load(_FEATURES.value, mmap_mode="r")
     except (OSError, ValueError) as e:

@@ -206,6 +206,18 @@ def load_ogb(root: str, symmetric: bool = True) -> CSRGraph:
   return from_edges(src, dst, num_nodes=n, symmetric=symmetric)
 
 
+def load_graph(path: str, symmetric: bool = True) -> CSRGraph:
+  """Any graph file this module reads, by what `path` is: an OGB dataset folder, a `.npz`, or an
+  edge list (text, `.gz` allowed). A missing path is a GraphError naming it."""
+  if os.path.isdir(path):
+    return load_ogb(path, symmetric=symmetric)
+  if not os.path.exists(path):
+    raise GraphError(f"{path} does not exist (want an edge list, a .npz or an OGB folder)")
+  if path.endswith(".npz"):
+    return load_npz(path, symmetric=symmetric)
+  return load_edge_list(path, symmetric=symmetric)
+
+
 def rmat(scale: int, num_edges: int, seed: int = 0, a: float = 0.57, b: float = 0.19,
          c: float = 0.19, symmetric: bool = True) -> CSRGraph:
   """An R-MAT power-law graph on 2^scale nodes (Chakrabarti et al. 2004; Graph500 parameters).

@@ -11,7 +11,7 @@ With fanouts at least the degrees (every neighbour drawn) the seed rows equal th
 outputs; smaller fanouts give GraphSAGE's sampled estimate.
 """
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
@@ -19,21 +19,6 @@ from graphs import planetoid
 from graphs import sage
 from graphs import sage_train
 from serving import subgraph
-
-
-class ServedModel(NamedTuple):
-  """What a server needs from a training run.
-
-  Attributes:
-    config: the run's config.json.
-    params: the trained parameters.
-    forward: see `make_forward`.
-    fanouts: neighbours to sample per hop (one per layer), as recorded at training time.
-  """
-  config: dict[str, Any]
-  params: Any
-  forward: Callable
-  fanouts: tuple[int, ...]
 
 
 def make_forward(config: dict[str, Any]) -> Callable:
@@ -52,13 +37,6 @@ def make_forward(config: dict[str, Any]) -> Callable:
     return sage.apply(params, graph, cfg, edge_mask=sample.edge_mask)
 
   return forward
-
-
-def load(workdir) -> ServedModel:
-  """The trained model in `workdir` (see `graphs/sage_train.py`)."""
-  config, params, _ = sage_train.load_model(workdir)
-  return ServedModel(config=config, params=params, forward=make_forward(config),
-                     fanouts=tuple(int(k) for k in config["fanouts"]))
 
 
 def prepare_features(config: dict[str, Any], features: np.ndarray) -> np.ndarray:

@@ -128,6 +128,10 @@ class ServeGNNTest(absltest.TestCase):
     self.assertLen(body["embeddings"][0], self.model.config["model"]["hidden"])
     status, text = _get(port, "/healthz")
     self.assertEqual((status, json.loads(text)["num_nodes"]), (200, 2708))
+    # The library path without HTTP: one engine, all three stages, repeats answered per position.
+    batch = server.engines[0].infer([5, 7, 5])
+    self.assertEqual(batch.logits.shape, (3, self.model.config["num_classes"]))
+    np.testing.assert_array_equal(batch.logits[0], batch.logits[2])
 
   def test_bad_requests_get_400_naming_the_problem(self):
     server, port = self._serve(max_batch_nodes=64)
@@ -236,6 +240,10 @@ class ServeGNNTest(absltest.TestCase):
     r = testutil.run_module("launch.serve_gnn", "--port=0")
     self.assertEqual(r.returncode, 2, r.stderr)
     self.assertIn("error: give exactly one of --dataset or --edge_list", r.stderr)
+    r = testutil.run_module("launch.serve_gnn", "--edge_list=/nonexistent/g.txt",
+                            "--features=/nonexistent/x.npy", f"--model_dir={self.model_dir}")
+    self.assertEqual(r.returncode, 2, r.stderr)
+    self.assertIn("error: /nonexistent/g.txt does not exist", r.stderr)
 
 
 if __name__ == "__main__":

@@ -77,8 +77,10 @@ class TrainGnnTest(absltest.TestCase):
     np.testing.assert_allclose(again, logits, atol=1e-5)
 
   def test_served_model_answers_like_the_full_graph(self):
-    model = served.load(self.workdir)
-    self.assertEqual(model.fanouts, (25, 10))
+    # What the server does: load the run, build the engine's forward from its config.
+    model = sage_train.load_model(self.workdir)
+    forward = served.make_forward(model.config)
+    self.assertEqual(tuple(model.config["fanouts"]), (25, 10))
     raw = planetoid.load_planetoid(self.root, "cora")
     features = served.prepare_features(model.config, raw.features)  # as training prepared them
     graph = sage.full_graph(features, raw.src, raw.dst)
@@ -89,7 +91,7 @@ class TrainGnnTest(absltest.TestCase):
     sample = test_sage.full_khop_sample(csr, seeds, 2, max_nodes=raw.num_nodes + 1,
                                         max_edges=32768)
     rows = features[np.maximum(sample.nodes, 0)] * sample.node_mask[:, None]
-    logits, _ = jax.jit(model.forward)(model.params, sample, rows)
+    logits, _ = jax.jit(forward)(model.params, sample, rows)
     np.testing.assert_allclose(logits[:len(seeds)], full[seeds], atol=1e-5)
 
   def test_refuses_existing_run(self):
