@@ -508,7 +508,8 @@ def drnl_labels(subgraphs: EnclosingSubgraphs) -> np.ndarray:
                subgraphs.receivers)
 
 
-def _next_pow2(x: int) -> int:
+def next_pow2(x: int) -> int:
+  """The smallest power of two >= x (1 for x <= 1)."""
   return 1 << max(0, int(x) - 1).bit_length()
 
 
@@ -520,8 +521,8 @@ def to_graphs_tuple(subgraphs: EnclosingSubgraphs,
   Args:
     subgraphs: output of `extract`, P >= 1 pairs.
     node_feature_fn: maps `subgraphs` to node features [N, ...] (e.g. path-label one-hots
-      concatenated with input features); default: the global node ids [N] int32, for an
-      embedding lookup.
+      concatenated with input features), or to a dict of such arrays (each padded alike);
+      default: the global node ids [N] int32, for an embedding lookup.
     pad_to_power_of_two: pad nodes to next_pow2(N + 1), edges to next_pow2(E) and graphs to
       next_pow2(P + 1) with `jraph.pad_with_graphs`, so jit sees few distinct shapes.
 
@@ -534,11 +535,14 @@ def to_graphs_tuple(subgraphs: EnclosingSubgraphs,
   if node_feature_fn is None:
     nodes = subgraphs.nodes.astype(np.int32)
   else:
-    nodes = np.asarray(node_feature_fn(subgraphs))
+    nodes = node_feature_fn(subgraphs)
+    nodes = ({k: np.asarray(x) for k, x in nodes.items()} if isinstance(nodes, dict)
+             else np.asarray(nodes))
   total_nodes = int(subgraphs.node_offsets[-1])
   total_edges = int(subgraphs.edge_offsets[-1])
-  if nodes.shape[0] != total_nodes:
-    raise GraphError(f"node_feature_fn gave {nodes.shape[0]} rows for {total_nodes} nodes")
+  for leaf in (nodes.values() if isinstance(nodes, dict) else [nodes]):
+    if leaf.shape[0] != total_nodes:
+      raise GraphError(f"node_feature_fn gave {leaf.shape[0]} rows for {total_nodes} nodes")
   n_node = np.diff(subgraphs.node_offsets).astype(np.int32)
   n_edge = np.diff(subgraphs.edge_offsets).astype(np.int32)
   # Local ids become batch ids: add each edge's graph start.
@@ -550,8 +554,8 @@ def to_graphs_tuple(subgraphs: EnclosingSubgraphs,
   if not pad_to_power_of_two:
     return SubgraphBatch(graph, np.ones(total_nodes, bool), np.ones(total_edges, bool),
                          np.ones(p, bool), starts, starts + 1)
-  n_graph_pad = _next_pow2(p + 1)
-  graph = jraph.pad_with_graphs(graph, _next_pow2(total_nodes + 1), _next_pow2(total_edges),
+  n_graph_pad = next_pow2(p + 1)
+  graph = jraph.pad_with_graphs(graph, next_pow2(total_nodes + 1), next_pow2(total_edges),
                                 n_graph_pad)
   # jraph's batching widens the index arrays to int64; models expect int32 ids.
   graph = graph._replace(senders=graph.senders.astype(np.int32),

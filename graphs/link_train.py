@@ -1,0 +1,197 @@
+"""The link-prediction training loop shared by every model (`python -m launch.seg` calls it).
+
+`train_and_evaluate(cfg, output_dir)`:
+
+1. loads the split (`load_split`: ogbl-* from an OGB root, cora/citeseer with a seeded 85/5/10
+   split, or an edge-list path);
+2. builds the runner (`make_runner`): `graphs.subgraph_runner.SubgraphRunner` for seg/seal,
+   `graphs.gae.GAERunner` for gcn/sage; both have `init`, `train_epoch`, `score`, `params`;
+3. trains `epochs` epochs; every `eval_every` epochs (and after the last) scores the validation
+   and test positives and negatives with `ogb.linkproppred.Evaluator` (`link_data.evaluate`) and
+   keeps the test metrics of the epoch with the best validation metric (OGB's protocol: model
+   selection on validation only; the test numbers are never looked at to choose);
+4. writes, into `output_dir`: `tensorboard/` (tensorboardX event files: train/loss, train/
+   pairs_per_second, valid/<metric>, test/<metric>, time/epoch_seconds), `checkpoint/` (Orbax,
+   the selected epoch's params) and `results.json` (written last, atomically: `test/hits@20`
+   style keys, the selected epoch, preprocessing seconds, mean epoch seconds, peak resident
+   memory, parameter count, the full config).
+"""
+
+import dataclasses
+import json
+import os
+import pathlib
+import resource
+import sys
+import time
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import numpy as np
+
+from graphs import link_data
+from graphs import planetoid
+from graphs.errors import GraphError
+
+MODELS = ("seg", "seal", "gcn", "sage")
+PLANETOID = ("cora", "citeseer")
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkTrainConfig:
+  """One run (every field is a flag of `launch/seg.py`).
+
+  Attributes:
+    dataset: "ogbl-ddi" (or another ogbl-* name), "cora", "citeseer", or an edge-list path.
+    data_root: OGB root (ogbl-*) or Planetoid folder (cora/citeseer); unused for edge lists.
+    model: "seg", "seal", "gcn" or "sage".
+    epochs: training epochs.
+    seed: seeds the model, the negatives and the Planetoid / edge-list split.
+    split_seed: seed of the random split (Planetoid / edge list); None: `seed`.
+    eval_every: evaluate every this many epochs (and after the last).
+    model_options: the runner config's fields to override (`SubgraphConfig` or `GAEConfig`).
+  """
+  dataset: str = "cora"
+  data_root: str = ""
+  model: str = "seg"
+  epochs: int = 10
+  seed: int = 0
+  split_seed: Optional[int] = None
+  eval_every: int = 1
+  model_options: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.model not in MODELS:
+      raise GraphError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+    if self.epochs < 1 or self.eval_every < 1:
+      raise GraphError(f"epochs and eval_every must be >= 1, got {self.epochs}, "
+                       f"{self.eval_every}")
+
+
+def load_split(dataset: str, data_root: str, seed: int) -> link_data.LinkSplit:
+  """The split a run trains on (see `LinkTrainConfig.dataset`)."""
+  name = dataset.lower()
+  if name.startswith("ogbl"):
+    return link_data.load_ogbl(data_root, name)
+  if name in PLANETOID:
+    return link_data.planetoid_link_split(planetoid.load_planetoid(data_root, name), seed=seed)
+  if os.path.exists(dataset):
+    return link_data.edge_list_split(dataset, seed=seed)
+  raise GraphError(f"--dataset={dataset}: not an ogbl-* name, cora, citeseer, or an existing "
+                   "edge-list file")
+
+
+def make_runner(model: str, split: link_data.LinkSplit, seed: int, options: dict):
+  """A runner for `model` with `options` overriding its config's defaults."""
+  if model in ("seg", "seal"):
+    from graphs import subgraph_runner  # pylint: disable=g-import-not-at-top
+    cls, cfg_cls = subgraph_runner.SubgraphRunner, subgraph_runner.SubgraphConfig
+    options = dict(options, model=model)
+  else:
+    from graphs import gae  # pylint: disable=g-import-not-at-top
+    cls, cfg_cls = gae.GAERunner, gae.GAEConfig
+    options = dict(options, encoder=model)
+  known = {f.name for f in dataclasses.fields(cfg_cls)}
+  unknown = sorted(set(options) - known)
+  if unknown:
+    raise GraphError(f"options {', '.join(unknown)} do not apply to model {model} (it takes "
+                     f"{', '.join(sorted(known))})")
+  return cls(split, cfg_cls(**options), seed)
+
+
+def _peak_rss_mb() -> float:
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes vs KiB
+
+
+def _score(runner, state, pairs, name):
+  if pairs is None:
+    raise GraphError(f"the split has no {name} pairs")
+  return runner.score(state, pairs, name=name)  # `name` lets a runner cache the split's inputs.
+
+
+def _evaluate(runner, state, split, metric_name):
+  out = {}
+  for part in ("valid", "test"):
+    pos = _score(runner, state, getattr(split, f"{part}_pos"), f"{part}_pos")
+    neg = _score(runner, state, getattr(split, f"{part}_neg"), f"{part}_neg")
+    ks = None if split.name.startswith("ogbl") else [20, 50, 100]
+    for key, value in link_data.evaluate(split.name, pos, neg, ks=ks).items():
+      out[f"{part}/{key}"] = value
+  if f"valid/{metric_name}" not in out:
+    raise GraphError(f"metric {metric_name} missing from {sorted(out)}")
+  return out
+
+
+def main_metric(name: str) -> str:
+  """The metric a dataset is selected and reported by (ddi: hits@20; Planetoid: hits@100)."""
+  return link_data.OGB_METRICS.get(name, f"hits@{link_data.DEFAULT_K}")
+
+
+def train_and_evaluate(cfg: LinkTrainConfig, output_dir: str) -> dict[str, Any]:
+  """Trains and evaluates one run; returns the results also written to results.json."""
+  out = pathlib.Path(output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+  split = load_split(cfg.dataset, cfg.data_root, split_seed)
+  metric = main_metric(split.name)
+  runner = make_runner(cfg.model, split, cfg.seed, cfg.model_options)
+  from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  writer = SummaryWriter(str(out / "tensorboard"))
+  state = runner.init()
+  best: dict[str, Any] = {}
+  best_params = None
+  history, epoch_seconds, eval_seconds = [], [], []
+  try:
+    for epoch in range(1, cfg.epochs + 1):
+      start = time.perf_counter()
+      state, stats = runner.train_epoch(state, epoch)
+      seconds = time.perf_counter() - start
+      epoch_seconds.append(seconds)
+      if not np.isfinite(stats["loss"]):
+        raise GraphError(f"epoch {epoch}: the training loss is {stats['loss']} (lower the lr)")
+      writer.add_scalar("train/loss", stats["loss"], epoch)
+      writer.add_scalar("train/pairs_per_second", stats["pairs"] / seconds, epoch)
+      writer.add_scalar("time/epoch_seconds", seconds, epoch)
+      row = {"epoch": epoch, "loss": stats["loss"], "seconds": seconds}
+      if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        start = time.perf_counter()
+        metrics = _evaluate(runner, state, split, metric)
+        eval_seconds.append(time.perf_counter() - start)
+        for key, value in metrics.items():
+          writer.add_scalar(key, value, epoch)
+        row.update(metrics)
+        if not best or metrics[f"valid/{metric}"] > best[f"valid/{metric}"]:
+          best = dict(metrics, epoch=epoch)
+          best_params = jax.tree.map(np.asarray, runner.params(state))
+        logging.info("epoch %d loss %.4f valid %s %.4f test %.4f (%.1fs)", epoch, stats["loss"],
+                     metric, metrics[f"valid/{metric}"], metrics[f"test/{metric}"], seconds)
+      history.append(row)
+    writer.flush()
+  finally:
+    writer.close()
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  ckpt_dir = (out / "checkpoint").resolve()
+  with ocp.StandardCheckpointer() as ckpt:
+    ckpt.save(ckpt_dir, best_params, force=True)
+  num_params = int(sum(np.size(x) for x in jax.tree.leaves(best_params)))
+  runner_cfg = dataclasses.asdict(runner.cfg)
+  results = {
+      "dataset": split.name, "model": cfg.model, "seed": cfg.seed, "split_seed": split_seed,
+      "metric": metric, "selected_epoch": best["epoch"],
+      **{k: v for k, v in best.items() if "/" in k},
+      "preprocess_seconds": float(getattr(runner, "preprocess_seconds", 0.0)),
+      "epoch_seconds_mean": float(np.mean(epoch_seconds)),
+      "epoch_seconds_after_first": float(np.mean(epoch_seconds[1:])) if len(epoch_seconds) > 1
+                                   else float(epoch_seconds[0]),
+      "eval_seconds_mean": float(np.mean(eval_seconds)),
+      "peak_rss_mb": _peak_rss_mb(), "num_params": num_params,
+      "mode": getattr(runner, "mode", "full-graph"),
+      "config": dict(dataclasses.asdict(cfg), runner=runner_cfg),
+      "history": history,
+  }
+  tmp = out / "results.json.tmp"
+  tmp.write_text(json.dumps(results, indent=2, default=str))
+  os.replace(tmp, out / "results.json")
+  return results
