@@ -11,7 +11,8 @@
    keeps the test metrics of the epoch with the best validation metric (OGB's protocol: model
    selection on validation only; the test numbers are never looked at to choose);
 4. writes, into `output_dir`: `tensorboard/` (tensorboardX event files: train/loss, train/
-   pairs_per_second, valid/<metric>, test/<metric>, time/epoch_seconds), `checkpoint/` (Orbax,
+   pairs_per_second, valid/hits_20 style metrics ('@' is not allowed in a tag), test/...,
+   time/epoch_seconds), `checkpoint/` (Orbax,
    the selected epoch's params) and `results.json` (written last, atomically: `test/hits@20`
    style keys, the selected epoch, preprocessing seconds, mean epoch seconds, peak resident
    memory, parameter count, the full config).
@@ -160,7 +161,8 @@ def train_and_evaluate(cfg: LinkTrainConfig, output_dir: str) -> dict[str, Any]:
         metrics = _evaluate(runner, state, split, metric)
         eval_seconds.append(time.perf_counter() - start)
         for key, value in metrics.items():
-          writer.add_scalar(key, value, epoch)
+          # TensorBoard tag names allow no '@' (tensorboardX would rewrite it): hits@20 -> hits_20.
+          writer.add_scalar(key.replace("@", "_"), value, epoch)
         row.update(metrics)
         if not best or metrics[f"valid/{metric}"] > best[f"valid/{metric}"]:
           best = dict(metrics, epoch=epoch)
