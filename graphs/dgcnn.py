@@ -125,13 +125,15 @@ class GCNStack(nn.Module):
 class DGCNN(nn.Module):
   """Graph convolutions + SortPool + 1-D conv head: node features -> one score vector per graph.
 
-  Input `graph.nodes` [N, F]; output [G, out_features] (rows of padding graphs are meaningless).
+  Input `graph.nodes` [N, F]; output [G, out_features] (rows of padding graphs are meaningless),
+  and with `return_nodes` also the concatenated convolution outputs [N, D].
   """
   cfg: DGCNNConfig
   out_features: int = 1
+  return_nodes: bool = False
 
   @nn.compact
-  def __call__(self, graph: jraph.GraphsTuple, *, deterministic: bool = True) -> jax.Array:
+  def __call__(self, graph: jraph.GraphsTuple, *, deterministic: bool = True):
     cfg = self.cfg
     z = GCNStack(cfg.hidden, cfg.num_layers, name="gcn")(graph)
     pooled = sort_pool(z, graph.n_node, cfg.k)  # [G, k, D]
@@ -142,4 +144,5 @@ class DGCNN(nn.Module):
     x = x.reshape(x.shape[0], -1)  # [G, (k // 2 - 4) * 32]
     x = nn.relu(nn.Dense(128, name="dense")(x))
     x = nn.Dropout(cfg.dropout, deterministic=deterministic)(x)
-    return nn.Dense(self.out_features, name="out")(x)
+    out = nn.Dense(self.out_features, name="out")(x)
+    return (out, z) if self.return_nodes else out

@@ -17,7 +17,12 @@ SEG (our reconstruction of Structure Enhanced GNN; the written-down choices are 
   structure encoder   z = MLP_s(D^-1/2 (A+I) D^-1/2 P W_s)      P the path labels [N, L]
   structure score     s_struct = MLP_o(z_u * z_v)                (Hadamard product of u's and v's)
   semantic GNN        s_sem = DGCNN([Dense(x) | P])              node input fused with the labels
-  score               s_struct + s_sem                           one logit, trained with BCE.
+  pair readout        s_pair = MLP_p(h_u * h_v)                  h: the same GNN's node outputs
+  score               s_struct + s_sem + s_pair                  one logit, trained with BCE.
+
+The pair readout is our addition (`pair_readout=False` drops it): SortPool alone forgets which
+nodes are u and v except through the labels, and on Planetoid the full-graph GCN baseline, whose
+score is exactly such a Hadamard readout, beat the SortPool-only SEG (see graphs/README.md).
 
 SEAL (Zhang & Chen 2018, the baseline): s = DGCNN([Embed(DRNL) | x]).
 
@@ -53,6 +58,8 @@ class SubgraphModelConfig:
     hidden: width of SEG's structure encoder, of the node-input projection and of SEAL's DRNL
       embedding.
     readout: the DGCNN readout's settings.
+    pair_readout: SEG also scores MLP(h_u * h_v) of the semantic GNN's concatenated node outputs
+      (added to the SortPool score); False: SortPool readout only, as first described.
   """
   model: str = "seg"
   label_dim: int = 4
@@ -61,6 +68,7 @@ class SubgraphModelConfig:
   embedding_dim: int = 32
   hidden: int = 32
   readout: dgcnn.DGCNNConfig = dgcnn.DGCNNConfig()
+  pair_readout: bool = True
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -110,9 +118,16 @@ class SEG(nn.Module):
     x = _NodeInput(cfg, name="node_input")(graph.nodes["id"], features)
     fused = labels if x is None else jnp.concatenate(
         [nn.Dense(cfg.hidden, name="input_proj")(x), labels], axis=-1)
-    s_sem = dgcnn.DGCNN(cfg.readout, name="dgcnn")(graph._replace(nodes=fused),
-                                                 deterministic=deterministic)[:, 0]
-    return s_struct + s_sem
+    sem = dgcnn.DGCNN(cfg.readout, out_features=1, return_nodes=cfg.pair_readout, name="dgcnn")(
+        graph._replace(nodes=fused), deterministic=deterministic)
+    if not cfg.pair_readout:
+      return s_struct + sem[:, 0]
+    s_sem, h = sem
+    # Target-pair readout of the same GNN (our addition; `pair_readout=False` is SortPool only).
+    pair_h = h[u_index] * h[v_index]
+    s_pair = nn.Dense(1, name="pair_out_2")(
+        nn.relu(nn.Dense(cfg.hidden, name="pair_out_1")(pair_h)))[:, 0]
+    return s_struct + s_sem[:, 0] + s_pair
 
 
 class SEAL(nn.Module):

@@ -59,6 +59,7 @@ class SubgraphConfig:
     gnn_layers: DGCNN convolutions of width `gnn_hidden`.
     sortpool_k: SortPool k; 0 picks SEAL's 60% quantile of training subgraph sizes.
     dropout: DGCNN dropout.
+    pair_readout: SEG's target-pair readout (`seg.SubgraphModelConfig.pair_readout`).
     batch_size: graphs per step (positives + negatives), a multiple of `data_shards`.
     lr: AdamW learning rate.
     weight_decay: AdamW decoupled weight decay.
@@ -80,6 +81,7 @@ class SubgraphConfig:
   gnn_layers: int = 3
   sortpool_k: int = 0
   dropout: float = 0.5
+  pair_readout: bool = True
   batch_size: int = 64
   lr: float = 1e-3
   weight_decay: float = 0.0
@@ -192,7 +194,8 @@ class SubgraphRunner:
         model=cfg.model, label_dim=cfg.label_dim, num_nodes=split.num_nodes,
         feature_dim=0 if self.features is None else int(self.features.shape[1]),
         embedding_dim=cfg.embedding_dim, hidden=cfg.hidden,
-        readout=dgcnn.DGCNNConfig(cfg.gnn_hidden, cfg.gnn_layers, k, cfg.dropout))
+        readout=dgcnn.DGCNNConfig(cfg.gnn_hidden, cfg.gnn_layers, k, cfg.dropout),
+        pair_readout=cfg.pair_readout)
     num_cached = 2 * split.train_pos.shape[0] + sum(
         0 if a is None else a.shape[0]
         for a in (split.valid_pos, split.valid_neg, split.test_pos, split.test_neg))

@@ -38,6 +38,8 @@ _OPTIONS = {
                                               "seg/seal: cap on nodes per hop (default none)."),
     "lam": flags.DEFINE_integer("lam", 3, "seg: path length bound (2..4)."),
     "per_length": flags.DEFINE_bool("per_length", False, "seg: one-hot per-length path counts."),
+    "pair_readout": flags.DEFINE_bool("pair_readout", True, "seg: add the MLP(h_u * h_v) "
+                                      "readout to SortPool's."),
     "gnn_hidden": flags.DEFINE_integer("gnn_hidden", 32, "seg/seal: DGCNN width."),
     "gnn_layers": flags.DEFINE_integer("gnn_layers", 3, "seg/seal: DGCNN layers."),
     "sortpool_k": flags.DEFINE_integer("sortpool_k", 0, "seg/seal: SortPool k (0: 60% quantile)."),

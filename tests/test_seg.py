@@ -73,14 +73,17 @@ class ModelTest(parameterized.TestCase):
     self.indptr, self.indices = make_csr(n, np.unique(np.sort(edges, axis=1), axis=0))
     self.pairs = np.array([[0, 1], [2, 3], [5, 9], [10, 30], [7, 8]])
 
-  def _cfg(self, model):
+  def _cfg(self, model, pair_readout=True):
     return seg.SubgraphModelConfig(model=model, label_dim=4, num_nodes=self.n, embedding_dim=8,
                                    feature_dim=3, hidden=16,
-                                   readout=dgcnn.DGCNNConfig(hidden=8, k=10))
+                                   readout=dgcnn.DGCNNConfig(hidden=8, k=10),
+                                   pair_readout=pair_readout)
 
-  @parameterized.parameters("seg", "seal")
-  def test_padding_and_batch_invariance(self, model):
-    cfg = self._cfg(model)
+  @parameterized.parameters(("seg", True), ("seg", False), ("seal", True))
+  def test_padding_and_batch_invariance(self, model, pair_readout):
+    cfg = self._cfg(model, pair_readout)
+    self.assertEqual("pair_out_1" in seg.init(cfg, jax.random.key(0))["params"],
+                     model == "seg" and pair_readout)
     params = seg.init(cfg, jax.random.key(1))
     feats = jnp.asarray(np.random.default_rng(1).normal(size=(self.n, 3)), jnp.float32)
     sub = enclosing.extract(self.indptr, self.indices, self.pairs, 2, None)

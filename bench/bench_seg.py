@@ -1,0 +1,93 @@
+r"""The link-prediction results table: SEG vs SEAL vs GCN vs GraphSAGE, several seeds, same splits.
+
+  python -m bench.bench_seg --datasets=cora,citeseer --seeds=0,1,2 --output_dir=runs/seg_bench
+  python -m bench.bench_seg --datasets=ogbl-ddi --seeds=0 --output_dir=runs/seg_bench
+
+Each (dataset, model, seed) is one `python -m launch.seg` subprocess (so peak memory is per run)
+with the preset flags below, writing `<output_dir>/<dataset>/<model>/seed<k>/results.json`; runs
+that already have a results.json are not repeated. Prints a markdown table: the dataset's metric
+on the test split (mean ± std over seeds, at the epoch chosen on validation), then the cost columns
+(preprocessing seconds, seconds per epoch, peak resident memory).
+
+The presets are the budget each model gets on this 2-core CPU; Planetoid splits are seeded by
+--seed, so every model sees the same edges and negatives for a given seed.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
+_MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
+_TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
+
+_SUBGRAPH_PLANETOID = ["--epochs=6", "--eval_every=1", "--batch_size=64", "--num_hops=1"]
+_GAE_PLANETOID = ["--epochs=100", "--eval_every=5", "--hidden=256"]
+_SUBGRAPH_DDI = ["--epochs=5", "--eval_every=5", "--num_hops=1", "--max_nodes_per_hop=20",
+                 "--train_pairs_per_epoch=20000", "--batch_size=128", "--eval_batch_size=512"]
+PRESETS = {
+    ("cora", "seg"): _SUBGRAPH_PLANETOID,
+    ("cora", "seal"): _SUBGRAPH_PLANETOID,
+    ("cora", "gcn"): _GAE_PLANETOID,
+    ("cora", "sage"): _GAE_PLANETOID,
+    ("ogbl-ddi", "seg"): _SUBGRAPH_DDI,
+    ("ogbl-ddi", "seal"): _SUBGRAPH_DDI,
+    ("ogbl-ddi", "gcn"): ["--epochs=20", "--eval_every=5", "--hidden=128", "--embedding_dim=128"],
+    ("ogbl-ddi", "sage"): ["--epochs=20", "--eval_every=5", "--hidden=128",
+                           "--embedding_dim=128"],
+}
+for _model in ("seg", "seal", "gcn", "sage"):
+  PRESETS[("citeseer", _model)] = PRESETS[("cora", _model)]
+
+
+def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | None:
+  """Runs (or reads back) one result."""
+  results = out / "results.json"
+  if not results.exists() and not _TABLE_ONLY.value:
+    cmd = [sys.executable, "-m", "launch.seg", f"--dataset={dataset}", f"--model={model}",
+           f"--seed={seed}", f"--output_dir={out}"] + PRESETS[(dataset, model)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if r.returncode:
+      print(r.stderr[-2000:], file=sys.stderr)
+      return None
+  return json.loads(results.read_text()) if results.exists() else None
+
+
+def main(argv):
+  del argv
+  root = pathlib.Path(_OUTPUT_DIR.value)
+  rows = []
+  for dataset in _DATASETS.value:
+    for model in _MODELS.value:
+      found = [run_one(dataset, model, int(s), root / dataset / model / f"seed{s}")
+               for s in _SEEDS.value]
+      found = [f for f in found if f]
+      if not found:
+        continue
+      metric = found[0]["metric"]
+      test = np.array([f[f"test/{metric}"] for f in found]) * 100
+      valid = np.array([f[f"valid/{metric}"] for f in found]) * 100
+      rows.append(f"| {dataset} | {model} | {metric} | {test.mean():.2f} ± {test.std():.2f} | "
+                  f"{valid.mean():.2f} | {len(found)} | "
+                  f"{np.mean([f['preprocess_seconds'] for f in found]):.1f} | "
+                  f"{np.mean([f['epoch_seconds_after_first'] for f in found]):.1f} | "
+                  f"{np.mean([f['eval_seconds_mean'] for f in found]):.1f} | "
+                  f"{max(f['peak_rss_mb'] for f in found) / 1024:.2f} |")
+  print("| dataset | model | metric | test (mean ± std) | valid | seeds | preprocess s | "
+        "s / epoch | s / eval | peak GiB |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
+  print("\n".join(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)
