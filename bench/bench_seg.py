@@ -24,15 +24,19 @@ from absl import flags
 import numpy as np
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
-_MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models.")
+_MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or ablations: "
+                            "seg-nopair, seg-perlength).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
 
-_SUBGRAPH_PLANETOID = ["--epochs=6", "--eval_every=1", "--batch_size=64", "--num_hops=1"]
+# Widths chosen on Cora's validation split (seed 0): hidden 128 / gnn_hidden 64 gave valid Hits@100
+# 0.977 vs 0.954 with 32 / 32.
+_SUBGRAPH_PLANETOID = ["--epochs=6", "--eval_every=1", "--batch_size=64", "--num_hops=1",
+                       "--hidden=128", "--gnn_hidden=64"]
 _GAE_PLANETOID = ["--epochs=100", "--eval_every=5", "--hidden=256"]
-_SUBGRAPH_DDI = ["--epochs=5", "--eval_every=5", "--num_hops=1", "--max_nodes_per_hop=20",
-                 "--train_pairs_per_epoch=20000", "--batch_size=128", "--eval_batch_size=512"]
+_SUBGRAPH_DDI = ["--epochs=10", "--eval_every=5", "--num_hops=1", "--max_nodes_per_hop=20",
+                 "--train_pairs_per_epoch=100000", "--batch_size=128", "--eval_batch_size=512"]
 PRESETS = {
     ("cora", "seg"): _SUBGRAPH_PLANETOID,
     ("cora", "seal"): _SUBGRAPH_PLANETOID,
@@ -46,14 +50,18 @@ PRESETS = {
 }
 for _model in ("seg", "seal", "gcn", "sage"):
   PRESETS[("citeseer", _model)] = PRESETS[("cora", _model)]
+# Ablations: name -> (the --model it runs, extra flags).
+VARIANTS = {"seg-nopair": ("seg", ["--nopair_readout"]),
+            "seg-perlength": ("seg", ["--per_length"])}
 
 
 def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | None:
   """Runs (or reads back) one result."""
   results = out / "results.json"
   if not results.exists() and not _TABLE_ONLY.value:
-    cmd = [sys.executable, "-m", "launch.seg", f"--dataset={dataset}", f"--model={model}",
-           f"--seed={seed}", f"--output_dir={out}"] + PRESETS[(dataset, model)]
+    base, extra = VARIANTS.get(model, (model, []))
+    cmd = [sys.executable, "-m", "launch.seg", f"--dataset={dataset}", f"--model={base}",
+           f"--seed={seed}", f"--output_dir={out}"] + PRESETS[(dataset, base)] + extra
     print("$", " ".join(cmd[1:]), flush=True)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

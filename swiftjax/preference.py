@@ -10,10 +10,16 @@ Conventions: `*_logps` are sums of token log-probabilities over the response unl
 padding rows of a static-shape batch); returned rewards are metrics and carry no gradient.
 """
 
+import dataclasses
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
 _LOSS_TYPES = ("sigmoid", "ipo", "hinge")
+RLHF_TYPES = ("dpo", "orpo", "simpo", "cpo", "kto", "rm")
+# Losses that compare the policy with a reference model (the others are reference-free).
+NEEDS_REFERENCE = ("dpo", "kto")
 
 
 def sequence_logps(logits: jax.Array, labels: jax.Array, weights: jax.Array
@@ -98,8 +104,9 @@ def simpo_loss(chosen_mean_logps: jax.Array, rejected_mean_logps: jax.Array, bet
   """SimPO: reference-free DPO on length-normalised log-probabilities with a target margin.
 
   `loss = -logsigmoid(beta * (mean_c - mean_r) - gamma)` (Meng et al. 2024, "SimPO: Simple
-  Preference Optimization with a Reference-Free Reward", eq. 6). TRL's `simpo_gamma` is
-  `gamma / beta` (its `gamma_beta_ratio`); here `gamma` is the paper's margin.
+  Preference Optimization with a Reference-Free Reward", eq. 6). `gamma` is the paper's margin,
+  as TRL's and ms-swift's `simpo_gamma` (the paper's code configures `gamma / beta` instead, its
+  `gamma_beta_ratio`).
 
   Args:
     chosen_mean_logps: `[B]` mean token log-probability of the chosen responses.
@@ -271,3 +278,131 @@ def reward_model_loss(chosen_rewards: jax.Array, rejected_rewards: jax.Array,
   if margin is not None:
     diff = diff - margin
   return -jax.nn.log_sigmoid(diff)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreferenceConfig:
+  """Which preference loss and its hyper-parameters, named as ms-swift / TRL name them.
+
+  Attributes:
+    rlhf_type: `dpo`, `orpo`, `simpo`, `cpo`, `kto` or `rm` (Bradley-Terry reward model).
+    beta: DPO / KTO / CPO temperature, SimPO's reward scale, ORPO's lambda; `None` picks
+      ms-swift's default (2.0 for SimPO, 0.1 otherwise). Unused by `rm`.
+    loss_type: the DPO variant, `sigmoid`, `ipo` or `hinge`.
+    label_smoothing: conservative-DPO eps (DPO sigmoid only).
+    simpo_gamma: SimPO's target reward margin (the paper's gamma).
+    cpo_alpha: weight of CPO's NLL term on the chosen answers.
+    desirable_weight: KTO's lambda_D.
+    undesirable_weight: KTO's lambda_U.
+  """
+  rlhf_type: str = "dpo"
+  beta: float | None = None
+  loss_type: str = "sigmoid"
+  label_smoothing: float = 0.0
+  simpo_gamma: float = 1.0
+  cpo_alpha: float = 1.0
+  desirable_weight: float = 1.0
+  undesirable_weight: float = 1.0
+
+  def __post_init__(self):
+    if self.rlhf_type not in RLHF_TYPES:
+      raise ValueError(f"rlhf_type {self.rlhf_type!r} is not one of {', '.join(RLHF_TYPES)}")
+    if self.loss_type not in _LOSS_TYPES:
+      raise ValueError(f"loss_type {self.loss_type!r} is not one of {', '.join(_LOSS_TYPES)}")
+    if self.beta is None:
+      object.__setattr__(self, "beta", 2.0 if self.rlhf_type == "simpo" else 0.1)
+    if self.beta <= 0:
+      raise ValueError(f"beta must be > 0, got {self.beta}")
+    if not 0 <= self.label_smoothing < 0.5:
+      raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+
+  @property
+  def needs_reference(self) -> bool:
+    return self.rlhf_type in NEEDS_REFERENCE
+
+
+class SequenceLogps(NamedTuple):
+  """Per-sequence log-probabilities, as `sequence_logps` returns them; each `[B]` float32."""
+  sum: jax.Array
+  mean: jax.Array
+  num: jax.Array
+
+
+def pair_loss(cfg: PreferenceConfig, chosen: SequenceLogps, rejected: SequenceLogps,
+              ref_chosen: SequenceLogps | None = None,
+              ref_rejected: SequenceLogps | None = None
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The loss `cfg.rlhf_type` names, for one chosen/rejected pair per row.
+
+  Which log-probabilities each loss reads follows TRL: summed ones for DPO sigmoid/hinge and
+  CPO, length-normalised ones for IPO, SimPO and ORPO. ORPO's and CPO's NLL term is the
+  token-mean cross-entropy over the batch's chosen tokens (broadcast to every row, so the
+  batch mean of the loss is NLL + mean preference term).
+
+  Args:
+    cfg: the loss and its hyper-parameters (not `kto` or `rm`: see `kto_batch_loss`,
+      `reward_model_loss`).
+    chosen: policy log-probabilities of the chosen answers, `[B]` each.
+    rejected: of the rejected answers.
+    ref_chosen: reference-model log-probabilities of the chosen answers (DPO only).
+    ref_rejected: of the rejected answers (DPO only).
+
+  Returns:
+    `(loss [B], chosen_rewards [B], rejected_rewards [B])`, rewards without gradient.
+  """
+  kind = cfg.rlhf_type
+  if kind == "dpo":
+    if ref_chosen is None or ref_rejected is None:
+      raise ValueError("DPO needs the reference model's log-probabilities")
+    field = "mean" if cfg.loss_type == "ipo" else "sum"
+    return dpo_loss(getattr(chosen, field), getattr(rejected, field),
+                    getattr(ref_chosen, field), getattr(ref_rejected, field), cfg.beta,
+                    cfg.loss_type, cfg.label_smoothing)
+  if kind == "simpo":
+    return simpo_loss(chosen.mean, rejected.mean, cfg.beta, cfg.simpo_gamma)
+  nll = -jnp.sum(chosen.sum) / jnp.maximum(jnp.sum(chosen.num), 1e-9)
+  if kind == "cpo":
+    return cpo_loss(chosen.sum, rejected.sum, cfg.beta, cfg.cpo_alpha * nll)
+  if kind == "orpo":
+    loss, _, _ = orpo_loss(chosen.mean, rejected.mean, cfg.beta, nll)
+    return (loss, jax.lax.stop_gradient(cfg.beta * chosen.mean),
+            jax.lax.stop_gradient(cfg.beta * rejected.mean))
+  raise ValueError(f"pair_loss does not compute {kind!r}")
+
+
+def kto_batch_loss(cfg: PreferenceConfig, policy: jax.Array, ref: jax.Array,
+                   policy_kl: jax.Array, ref_kl: jax.Array, desirable: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """KTO over a batch: the reference point from the mismatched completions, then `kto_loss`.
+
+  Args:
+    cfg: with `rlhf_type="kto"`.
+    policy: `[B]` summed policy log-probabilities of the labelled completions.
+    ref: `[B]` reference log-probabilities of the same.
+    policy_kl: `[B]` policy log-probabilities of mismatched (prompt, completion) pairs.
+    ref_kl: `[B]` reference log-probabilities of the same.
+    desirable: `[B]` bool labels.
+
+  Returns:
+    `(loss [B], rewards [B], kl [])`.
+  """
+  kl = kto_reference_point(policy_kl, ref_kl)
+  loss, rewards = kto_loss(policy, ref, desirable, kl, cfg.beta, cfg.desirable_weight,
+                           cfg.undesirable_weight)
+  return loss, rewards, kl
+
+
+def reward_metrics(chosen_rewards: jax.Array, rejected_rewards: jax.Array) -> dict:
+  """Batch means of the rewards, their margin, and how often the chosen one is higher.
+
+  Args:
+    chosen_rewards: `[B]`.
+    rejected_rewards: `[B]`.
+
+  Returns:
+    `{"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}`, each `[]`.
+  """
+  return {"rewards/chosen": jnp.mean(chosen_rewards),
+          "rewards/rejected": jnp.mean(rejected_rewards),
+          "rewards/margins": jnp.mean(chosen_rewards - rejected_rewards),
+          "rewards/accuracies": jnp.mean((chosen_rewards > rejected_rewards).astype(jnp.float32))}

@@ -1,15 +1,21 @@
-"""Supervised fine-tuning: pure step functions plus a thin, resumable loop.
+"""Fine-tuning: pure step functions plus one thin, resumable loop for SFT and preference training.
 
     summary = trainer.train(TrainConfig(model=..., dataset=[...], tuner="lora"), workdir)
+    summary = rlhf.train_preference(rlhf.RlhfConfig(..., rlhf_type="dpo"), workdir)  # swiftjax/rlhf.py
 
-The step is `jax.jit`-compiled once for the packed `[batch, max_length]` shape: forward with
-the tuner's weight kinds, weighted next-token loss over segments, gradients for the trainable
-tree only (the base stays frozen), optax AdamW with warmup + cosine/linear decay, global-norm
-clipping and gradient accumulation (`optax.MultiSteps`). The data order is a deterministic
-permutation per epoch from the seed, so a run resumed from a checkpoint sees exactly the
-batches the uninterrupted run would have seen. Orbax checkpoints hold the trainable tree, the
-optimizer state and the step; keep-last-N, written atomically by Orbax. Metrics go to
-TensorBoard event files (`workdir/tensorboard`), a tqdm progress bar and `summary.json`.
+A job (`Job`) is the data, a loss over `(trainable, const, batch)`, the initial trainable tree
+and how to save it; `fit` runs any job. The step is `jax.jit`-compiled once for the job's
+static batch shape: forward with the tuner's weight kinds, gradients for the trainable tree
+only (the base, in `const`, stays frozen), optax AdamW with warmup + cosine/linear decay,
+global-norm clipping and gradient accumulation (`optax.MultiSteps`). The data order is a
+deterministic permutation per epoch from the seed, so a run resumed from a checkpoint sees
+exactly the batches the uninterrupted run would have seen. Orbax checkpoints hold the
+trainable tree, the optimizer state and the step; keep-last-N, written atomically by Orbax.
+Metrics go to TensorBoard event files (`workdir/tensorboard`), a tqdm progress bar and
+`summary.json`.
+
+SFT: packed rows, weighted next-token loss over segments. Preference training (DPO, ORPO,
+SimPO, CPO, KTO, reward model) is `swiftjax/rlhf.py`, a `Job` for the same loop.
 """
 
 import dataclasses
@@ -17,10 +23,9 @@ import json
 import math
 import pathlib
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -74,19 +79,26 @@ class TrainConfig:
       raise errors.ConfigError("no dataset given")
 
 
-def build_examples(cfg: TrainConfig, tokenizer) -> tuple[list[render.Example], dict]:
-  """Reads every dataset (`path` or `path#N` to take N rows), renders and truncates."""
+def read_datasets(cfg: TrainConfig, read: Callable[..., tuple[list, int]]
+                   ) -> tuple[list, dict]:
+  """Rows of every dataset (`path`, or `path#N` to take N rows), read with `read`."""
   rng = np.random.default_rng(cfg.seed)
   rows, stats = [], {"skipped_rows": 0}
   for spec in cfg.dataset:
     path, _, count = str(spec).partition("#")
-    got, skipped = formats.read_rows(path, skip_bad_rows=cfg.skip_bad_rows)
+    got, skipped = read(path, skip_bad_rows=cfg.skip_bad_rows)
     stats["skipped_rows"] += skipped
     if count:
       n = int(count)
       idx = rng.permutation(len(got))[:n] if n <= len(got) else rng.integers(0, len(got), n)
       got = [got[i] for i in idx]
     rows += got
+  return rows, stats
+
+
+def build_examples(cfg: TrainConfig, tokenizer) -> tuple[list[render.Example], dict]:
+  """Reads every dataset (`path` or `path#N` to take N rows), renders and truncates."""
+  rows, stats = read_datasets(cfg, formats.read_rows)
   examples = [render.render(tokenizer, r["messages"], r["tools"]) for r in rows]
   examples, stats["truncated"] = packing.truncate(examples, cfg.max_length,
                                                   cfg.truncation_strategy)
@@ -130,41 +142,104 @@ def _global_norm(tree):
   return tree_lib.norm(tree) if hasattr(tree_lib, "norm") else optax.global_norm(tree)
 
 
-def make_step(model_cfg, tuner_cfg, frozen, optimizer):
-  """`step(trainable, opt_state, batch) -> (trainable, opt_state, metrics)`, to be jitted."""
+@dataclasses.dataclass
+class Job:
+  """What `fit` trains: data, a loss, the trees it reads, and how to save the result.
 
-  def loss_fn(trainable, batch):
-    params = trainable if tuner_cfg is None else lora.apply(frozen, trainable, tuner_cfg)
-    logits, _ = decoder.apply(params, batch["tokens"], model_cfg,
-                              segment_ids=batch["segment_ids"], positions=batch["positions"])
-    return losses.next_token_loss(logits, batch["tokens"], batch["weights"],
-                                  batch["segment_ids"])
+  Attributes:
+    rows: dataset rows; a step takes `batch_size` of them, an epoch is `rows // batch_size`
+      steps.
+    get_batch: `get_batch(indices [batch_size]) -> {name: numpy array}`, the step's batch;
+      `batch["segment_ids"] > 0` counts its tokens for throughput.
+    loss_fn: `loss_fn(trainable, const, batch) -> (loss [], metrics {name: []})`; the metrics
+      are logged next to the loss.
+    trainable: the initial trainable tree (adapters, or the params for full fine-tuning).
+    const: frozen trees the loss reads (base params, a reference model): an argument of the
+      jitted step rather than constants baked into it.
+    save: `save(workdir, trainable) -> output path`, after training.
+    stats: data statistics for the summary.
+  """
+  rows: int
+  get_batch: Callable[[np.ndarray], dict]
+  loss_fn: Callable[..., tuple[jax.Array, dict]]
+  trainable: Any
+  const: Any
+  save: Callable[[pathlib.Path, Any], pathlib.Path]
+  stats: dict
 
-  def step(trainable, opt_state, batch):
-    (loss, weight), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, batch)
+
+def make_step(loss_fn, optimizer):
+  """`step(trainable, opt_state, batch, const) -> (trainable, opt_state, metrics)`, to be jitted.
+
+  `metrics` holds `loss`, `grad_norm` and the loss function's own metrics.
+  """
+
+  def step(trainable, opt_state, batch, const):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, const, batch)
     updates, opt_state = optimizer.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, {
-        "loss": loss, "trained_tokens": weight, "grad_norm": _global_norm(grads)}
+        "loss": loss, "grad_norm": _global_norm(grads), **aux}
 
   return step
 
 
-def batches(packed: packing.Batch, batch_size: int, seed: int, epoch: int):
-  """Row batches in a deterministic order for this epoch (incomplete last batch dropped)."""
-  order = np.random.default_rng([seed, epoch]).permutation(len(packed.tokens))
+def batch_indices(rows: int, batch_size: int, seed: int, epoch: int):
+  """Row indices `[batch_size]` of each batch, in a deterministic order for this epoch
+  (incomplete last batch dropped)."""
+  order = np.random.default_rng([seed, epoch]).permutation(rows)
   for i in range(0, len(order) - batch_size + 1, batch_size):
-    idx = order[i:i + batch_size]
-    yield {"tokens": packed.tokens[idx], "weights": packed.weights[idx],
-           "segment_ids": packed.segment_ids[idx], "positions": packed.positions[idx]}
+    yield order[i:i + batch_size]
 
 
-def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False,
-          stop_at_step: int | None = None) -> dict:
-  """Runs SFT and writes adapters (PEFT format), checkpoints, and `summary.json`.
+def init_trainable(cfg: TrainConfig, model) -> tuple[Any, Any, lora.LoraConfig | None]:
+  """`(frozen base or None, trainable, tuner config or None)`."""
+  if cfg.tuner == "full":
+    return None, model.params, None
+  tuner_cfg = _tuner_config(cfg)
+  frozen, adapters = lora.init(model.params, jax.random.key(cfg.seed), tuner_cfg)
+  return frozen, adapters, tuner_cfg
+
+
+def save_adapters(model, tuner_cfg, workdir: pathlib.Path, adapters) -> pathlib.Path:
+  """PEFT adapters under `workdir/adapter`; full fine-tuning leaves its checkpoints."""
+  if tuner_cfg is None:
+    return workdir / "checkpoints"
+  out = workdir / "adapter"
+  peft_io.save(out, adapters, tuner_cfg, model.cfg, base_model_name_or_path=str(model.path))
+  return out
+
+
+def sft_job(cfg: TrainConfig, model: infer.LoadedModel) -> Job:
+  """SFT on packed rows: weighted next-token loss over segments."""
+  examples, stats = build_examples(cfg, model.tokenizer)
+  packed = (packing.pack(examples, cfg.max_length) if cfg.packing
+            else packing.pad(examples, cfg.max_length))
+  frozen, trainable, tuner_cfg = init_trainable(cfg, model)
+
+  def loss_fn(trainable, frozen, batch):
+    params = trainable if tuner_cfg is None else lora.apply(frozen, trainable, tuner_cfg)
+    logits, _ = decoder.apply(params, batch["tokens"], model.cfg,
+                              segment_ids=batch["segment_ids"], positions=batch["positions"])
+    loss, _ = losses.next_token_loss(logits, batch["tokens"], batch["weights"],
+                                     batch["segment_ids"])
+    return loss, {}
+
+  def get_batch(idx):
+    return {"tokens": packed.tokens[idx], "weights": packed.weights[idx],
+            "segment_ids": packed.segment_ids[idx], "positions": packed.positions[idx]}
+
+  return Job(len(packed.tokens), get_batch, loss_fn, trainable, frozen,
+             lambda workdir, t: save_adapters(model, tuner_cfg, workdir, t), stats)
+
+
+def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool = False,
+        stop_at_step: int | None = None) -> dict:
+  """Runs a job: optimizer, checkpoints, metrics, the loop, then `job.save` and `summary.json`.
 
   Args:
-    cfg: the training config.
+    cfg: the training config (batch size, steps, optimizer, checkpointing).
     workdir: output directory.
+    job: what to train.
     resume: continue from the latest checkpoint in `workdir`.
     stop_at_step: stop after this step as if interrupted (the schedule still spans the whole
       run); for tests of resumption.
@@ -174,25 +249,15 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).absolute()
-  model = infer.load(cfg.model)
-  examples, stats = build_examples(cfg, model.tokenizer)
-  packed = (packing.pack(examples, cfg.max_length) if cfg.packing
-            else packing.pad(examples, cfg.max_length))
-  if len(packed.tokens) < cfg.batch_size:
-    raise errors.ConfigError(f"{len(packed.tokens)} packed rows are fewer than batch_size="
-                             f"{cfg.batch_size}")
-  steps_per_epoch = len(packed.tokens) // cfg.batch_size
+  if job.rows < cfg.batch_size:
+    raise errors.ConfigError(f"{job.rows} rows are fewer than batch_size={cfg.batch_size}")
+  steps_per_epoch = job.rows // cfg.batch_size
   total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs *
                                                              steps_per_epoch)
   optimizer, schedule = make_optimizer(cfg, total // cfg.gradient_accumulation_steps or 1)
-
-  tuner_cfg = None if cfg.tuner == "full" else _tuner_config(cfg)
-  if tuner_cfg is None:
-    frozen, trainable = None, model.params
-  else:
-    frozen, trainable = lora.init(model.params, jax.random.key(cfg.seed), tuner_cfg)
+  trainable, const = job.trainable, job.const
   opt_state = optimizer.init(trainable)
-  step_fn = jax.jit(make_step(model.cfg, tuner_cfg, frozen, optimizer), donate_argnums=(0, 1))
+  step_fn = jax.jit(make_step(job.loss_fn, optimizer), donate_argnums=(0, 1))
 
   manager = ocp.CheckpointManager(
       workdir / "checkpoints",
@@ -219,10 +284,11 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
   epoch = start // steps_per_epoch
   skip = start % steps_per_epoch
   while step < total:
-    for i, batch in enumerate(batches(packed, cfg.batch_size, cfg.seed, epoch)):
+    for i, idx in enumerate(batch_indices(job.rows, cfg.batch_size, cfg.seed, epoch)):
       if i < skip:
         continue
-      trainable, opt_state, metrics = step_fn(trainable, opt_state, batch)
+      batch = job.get_batch(idx)
+      trainable, opt_state, metrics = step_fn(trainable, opt_state, batch, const)
       step += 1
       loss = float(metrics["loss"])
       if not math.isfinite(loss):
@@ -234,11 +300,12 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
         t0 = time.perf_counter()
       else:
         tokens_seen += int(np.asarray(batch["segment_ids"] > 0).sum())
-      entry = {"step": step, "loss": loss, "grad_norm": float(metrics["grad_norm"]),
+      entry = {"step": step, **{k: float(v) for k, v in metrics.items()},
                "lr": float(schedule(step // cfg.gradient_accumulation_steps))}
       log.append(entry)
-      for key in ("loss", "grad_norm", "lr"):
-        writer.add_scalar(f"train/{key}", entry[key], step)
+      for key, value in entry.items():
+        if key != "step":
+          writer.add_scalar(f"train/{key}", value, step)
       if step > start + 1:
         writer.add_scalar("train/tokens_per_s", tokens_seen / (time.perf_counter() - t0), step)
       progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -260,14 +327,28 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
   progress.close()
   writer.close()
 
-  out = workdir / "checkpoints"
-  if tuner_cfg is not None:
-    out = workdir / "adapter"
-    peft_io.save(out, trainable, tuner_cfg, model.cfg,
-                 base_model_name_or_path=str(model.path))
+  out = job.save(workdir, trainable)
   summary = {"steps": step, "resumed_from": start, "first_loss": log[0]["loss"] if log else None,
              "final_loss": log[-1]["loss"] if log else None, "tokens_per_s": tokens_seen /
-             max(elapsed, 1e-9), "train_seconds": elapsed, "output": str(out), **stats,
+             max(elapsed, 1e-9), "train_seconds": elapsed, "output": str(out), **job.stats,
              "trainable_params": lora.count_params(trainable), "log": log}
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary
+
+
+def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False,
+          stop_at_step: int | None = None) -> dict:
+  """Runs SFT and writes adapters (PEFT format), checkpoints, and `summary.json`.
+
+  Args:
+    cfg: the training config.
+    workdir: output directory.
+    resume: continue from the latest checkpoint in `workdir`.
+    stop_at_step: stop after this step as if interrupted (the schedule still spans the whole
+      run); for tests of resumption.
+
+  Returns:
+    the summary dict (also written to `workdir/summary.json`).
+  """
+  return fit(cfg, workdir, sft_job(cfg, infer.load(cfg.model)), resume=resume,
+             stop_at_step=stop_at_step)

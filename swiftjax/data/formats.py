@@ -11,9 +11,10 @@ assistant, tool_call, tool_response (ms-swift's agent roles). A message may carr
 (True/False) to force or forbid training on it.
 """
 
+import gzip
 import json
 import pathlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from swiftjax import errors
 
@@ -41,56 +42,143 @@ def detect(row: dict) -> str:
                    f"(known: {', '.join(FORMATS)})")
 
 
-def _system(row):
+def system_of(row: dict) -> list[dict]:
+  """The row's `system` prompt as a message list (empty without one)."""
   return [{"role": "system", "content": row["system"]}] if row.get("system") else []
 
 
-def _history(pairs):
+def history_of(pairs) -> list[dict]:
+  """`[[query, response], ...]` as alternating user/assistant messages."""
   out = []
   for q, a in pairs or []:
     out += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
   return out
 
 
-def normalize(row: Any, fmt: str | None = None) -> dict:
-  """One row as `{"messages": [...], "tools": ...}`; raises ValueError on a malformed row."""
+def text_of(content: Any) -> str:
+  """Message content as a string: a string, or a list of text parts
+  (`[{"type": "text", "text"|"value": ...}]`, the OpenAI / LLaMA-Factory v1 layout)."""
+  if isinstance(content, str):
+    return content
+  if isinstance(content, list):
+    out = []
+    for part in content:
+      if not isinstance(part, dict) or part.get("type", "text") != "text":
+        kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+        raise ValueError(f"only text content is supported, got a {kind!r} part")
+      text = part.get("text", part.get("value"))
+      if not isinstance(text, str):
+        raise ValueError("a text part has no string `text` or `value`")
+      out.append(text)
+    return "".join(out)
+  raise ValueError(f"message content must be a string, got {type(content).__name__}")
+
+
+def message(m: Any) -> dict:
+  """One message as `{"role", "content"[, "loss"]}`; accepts ShareGPT's `{"from", "value"}`."""
+  if not isinstance(m, dict):
+    raise ValueError(f"a message must be a JSON object, got {type(m).__name__}")
+  if "from" in m and "role" not in m:
+    role = _SHAREGPT_ROLES.get(m["from"])
+    if role is None:
+      raise ValueError(f"unknown sharegpt speaker {m['from']!r}")
+    return {"role": role, "content": text_of(m.get("value"))}
+  out = dict(m)
+  out["content"] = text_of(m.get("content"))
+  if out.get("role") not in _ROLES:
+    raise ValueError(f"role {m.get('role')!r} is not one of {', '.join(_ROLES)}")
+  return out
+
+
+def messages_of(row: Any, fmt: str | None = None) -> list[dict]:
+  """The row's conversation as validated messages (it need not contain an answer)."""
   if not isinstance(row, dict):
     raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
   fmt = fmt or detect(row)
   if fmt == "messages":
-    messages = [dict(m) for m in row["messages"]]
+    messages = row["messages"]
   elif fmt == "alpaca":
     prompt = row["instruction"] + (("\n" + row["input"]) if row.get("input") else "")
-    messages = _system(row) + _history(row.get("history")) + [
+    messages = system_of(row) + history_of(row.get("history")) + [
         {"role": "user", "content": prompt}, {"role": "assistant", "content": row["output"]}]
   elif fmt == "sharegpt":
-    messages = _system(row)
-    for turn in row["conversations"]:
-      role = _SHAREGPT_ROLES.get(turn.get("from"))
-      if role is None:
-        raise ValueError(f"unknown sharegpt speaker {turn.get('from')!r}")
-      messages.append({"role": role, "content": turn["value"]})
+    messages = system_of(row) + list(row["conversations"])
   elif fmt == "query_response":
-    messages = _system(row) + _history(row.get("history")) + [
+    messages = system_of(row) + history_of(row.get("history")) + [
         {"role": "user", "content": row["query"]}, {"role": "assistant", "content": row["response"]}]
   else:
     raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+  if not isinstance(messages, list):
+    raise ValueError(f"the conversation must be a list of messages, got {type(messages).__name__}")
+  out = []
   for i, m in enumerate(messages):
-    if m.get("role") not in _ROLES:
-      raise ValueError(f"message {i} has role {m.get('role')!r} (known: {', '.join(_ROLES)})")
-    if not isinstance(m.get("content"), str):
-      raise ValueError(f"message {i} content must be a string")
-  if not any(m["role"] == "assistant" for m in messages):
-    raise ValueError("the row has no assistant message to learn from")
+    try:
+      out.append(message(m))
+    except ValueError as e:
+      raise ValueError(f"message {i}: {e}") from None
+  return out
+
+
+def tools_of(row: dict) -> Any:
+  """The row's `tools` (a JSON string is parsed), or None."""
   tools = row.get("tools")
   if isinstance(tools, str):
     tools = json.loads(tools) if tools.strip() else None
-  return {"messages": messages, "tools": tools}
+  return tools
+
+
+def normalize(row: Any, fmt: str | None = None) -> dict:
+  """One row as `{"messages": [...], "tools": ...}`; raises ValueError on a malformed row."""
+  messages = messages_of(row, fmt)
+  if not any(m["role"] == "assistant" for m in messages):
+    raise ValueError("the row has no assistant message to learn from")
+  return {"messages": messages, "tools": tools_of(row)}
+
+
+def iter_rows(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:
+  """`(where, row)` for every row of a `.json` (list), `.jsonl` or `.jsonl.gz` file.
+
+  `where` is `file:line` (JSONL) or `file[index]` (JSON). A JSONL line that is not valid JSON
+  comes as a `ValueError` in place of the row, so the caller decides whether to skip it.
+
+  Raises:
+    SwiftJaxError: the file does not exist.
+    RowError: a `.json` file that is not valid JSON or not a list.
+  """
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise errors.SwiftJaxError(f"dataset file {path} does not exist")
+  if path.name.endswith((".jsonl", ".jsonl.gz")):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+      for n, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            yield f"{path}:{n}", json.loads(line)
+          except json.JSONDecodeError as e:
+            yield f"{path}:{n}", ValueError(f"invalid JSON: {e.msg} (column {e.colno})")
+  else:
+    try:
+      data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+      raise RowError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, list):
+      raise RowError(f"{path}: a .json dataset must be a list of rows")
+    for i, row in enumerate(data):
+      yield f"{path}[{i}]", row
 
 
 def read_rows(path: str | pathlib.Path, *, fmt: str | None = None,
-              skip_bad_rows: bool = False) -> tuple[list[dict], int]:
-  """Reads and normalises a `.json` (list) or `.jsonl` file.
+              skip_bad_rows: bool = False,
+              normalize_fn: Callable[[Any], Any] | None = None) -> tuple[list[Any], int]:
+  """Reads and normalises a `.json` (list), `.jsonl` or `.jsonl.gz` file.
+
+  Args:
+    path: the file.
+    fmt: force one of `FORMATS` (default: detect per row).
+    skip_bad_rows: drop and count malformed rows instead of raising.
+    normalize_fn: `row -> normalised row`, raising ValueError/KeyError/TypeError on a bad row
+      (default: `normalize(row, fmt)`); preference data passes its own.
 
   Returns:
     `(rows, skipped)`; `skipped` counts bad rows dropped with `skip_bad_rows`.
@@ -99,35 +187,13 @@ def read_rows(path: str | pathlib.Path, *, fmt: str | None = None,
     RowError: naming the file and line (JSONL) or index (JSON) of the first bad row, unless
       `skip_bad_rows`; or when the file holds no usable row at all.
   """
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise errors.SwiftJaxError(f"dataset file {path} does not exist")
-
-  def items() -> Iterator[tuple[str, Any]]:
-    if path.suffix == ".jsonl":
-      with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-          if line.strip():
-            try:
-              yield f"{path}:{n}", json.loads(line)
-            except json.JSONDecodeError as e:
-              yield f"{path}:{n}", ValueError(f"invalid JSON: {e.msg} (column {e.colno})")
-    else:
-      try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-      except json.JSONDecodeError as e:
-        raise RowError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
-      if not isinstance(data, list):
-        raise RowError(f"{path}: a .json dataset must be a list of rows")
-      for i, row in enumerate(data):
-        yield f"{path}[{i}]", row
-
+  normalize_fn = normalize_fn or (lambda row: normalize(row, fmt))
   rows, skipped = [], 0
-  for where, row in items():
+  for where, row in iter_rows(path):
     try:
       if isinstance(row, Exception):
         raise row
-      rows.append(normalize(row, fmt))
+      rows.append(normalize_fn(row))
     except (ValueError, KeyError, TypeError) as e:
       msg = f"missing key {e}" if isinstance(e, KeyError) else str(e)
       if not skip_bad_rows:
