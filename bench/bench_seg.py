@@ -25,7 +25,7 @@ import numpy as np
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
 _MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or ablations: "
-                            "seg-nopair, seg-perlength).")
+                            "seg-nopair, seg-perlength, seg-cn).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
@@ -52,7 +52,8 @@ for _model in ("seg", "seal", "gcn", "sage"):
   PRESETS[("citeseer", _model)] = PRESETS[("cora", _model)]
 # Ablations: name -> (the --model it runs, extra flags).
 VARIANTS = {"seg-nopair": ("seg", ["--nopair_readout"]),
-            "seg-perlength": ("seg", ["--per_length"])}
+            "seg-perlength": ("seg", ["--per_length"]),
+            "seg-cn": ("seg", ["--pair_counts"])}
 
 
 def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | None:

@@ -459,6 +459,48 @@ def path_label_features(counts: np.ndarray, lam: int = 3, per_length: bool = Fal
   return eye[np.minimum(counts.sum(axis=1), lam)]
 
 
+@numba.njit(parallel=True, cache=True)
+def _common_neighbours(indptr, indices, pairs):
+  out = np.zeros(pairs.shape[0], np.int64)
+  for p in prange(pairs.shape[0]):
+    u, v = pairs[p, 0], pairs[p, 1]
+    i, i1 = indptr[u], indptr[u + 1]
+    j, j1 = indptr[v], indptr[v + 1]
+    count = 0
+    while i < i1 and j < j1:  # merge of two sorted rows
+      a, b = indices[i], indices[j]
+      if a == b:
+        if a != u and a != v:
+          count += 1
+        i += 1
+        j += 1
+      elif a < b:
+        i += 1
+      else:
+        j += 1
+    out[p] = count
+  return out
+
+
+def common_neighbours(indptr, indices, pairs) -> np.ndarray:
+  """Exact number of u-v paths of length 2 (common neighbours) in the whole graph, per pair.
+
+  The capped subgraph only sees a sample of them (ogbl-ddi: ~500 neighbours per node, 20 kept
+  per hop), so SEG can take this uncapped count of the pair's own path label c_u^(2) as an
+  extra input (`SubgraphModelConfig.pair_counts`). The target edge is not on any such path.
+
+  Args:
+    indptr: [num_nodes + 1] CSR row pointers (symmetric graph).
+    indices: neighbour ids, sorted ascending within each row (`subgraph_runner.training_csr`).
+    pairs: [P, 2] int node pairs.
+
+  Returns:
+    [P] int64 common-neighbour counts.
+  """
+  return _common_neighbours(np.asarray(indptr, np.int64), np.asarray(indices, np.int64),
+                            np.asarray(pairs, np.int64).reshape(-1, 2))
+
+
 @numba.njit(cache=True)
 def _bfs(n, ptr, rec, source, blocked):
   dist = np.full(n, _UNREACHED, np.int64)

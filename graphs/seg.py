@@ -15,7 +15,7 @@ SEG (our reconstruction of Structure Enhanced GNN; the written-down choices are 
 `graphs/README.md`):
 
   structure encoder   z = MLP_s(D^-1/2 (A+I) D^-1/2 P W_s)      P the path labels [N, L]
-  structure score     s_struct = MLP_o(z_u * z_v)                (Hadamard product of u's and v's)
+  structure score     s_struct = MLP_o(z_u * z_v [| log(1 + CN_uv)])   (optional exact count)
   semantic GNN        s_sem = DGCNN([Dense(x) | P])              node input fused with the labels
   pair readout        s_pair = MLP_p(h_u * h_v)                  h: the same GNN's node outputs
   score               s_struct + s_sem + s_pair                  one logit, trained with BCE.
@@ -60,6 +60,8 @@ class SubgraphModelConfig:
     readout: the DGCNN readout's settings.
     pair_readout: SEG also scores MLP(h_u * h_v) of the semantic GNN's concatenated node outputs
       (added to the SortPool score); False: SortPool readout only, as first described.
+    pair_counts: SEG's structure score also reads `graph.globals` [G, 1], log(1 + the pair's
+      exact common-neighbour count in the whole graph) (`enclosing.common_neighbours`).
   """
   model: str = "seg"
   label_dim: int = 4
@@ -69,6 +71,7 @@ class SubgraphModelConfig:
   hidden: int = 32
   readout: dgcnn.DGCNNConfig = dgcnn.DGCNNConfig()
   pair_readout: bool = True
+  pair_counts: bool = False
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -112,6 +115,8 @@ class SEG(nn.Module):
     z = nn.Dense(cfg.hidden, name="struct_mlp_1")(nn.relu(z))
     z = nn.Dense(cfg.hidden, name="struct_mlp_2")(nn.relu(z))  # [N, H]
     pair = z[u_index] * z[v_index]  # [G, H]
+    if cfg.pair_counts:
+      pair = jnp.concatenate([pair, graph.globals.astype(jnp.float32)], axis=-1)  # [G, H + 1]
     s_struct = nn.Dense(1, name="struct_out_2")(
         nn.relu(nn.Dense(cfg.hidden, name="struct_out_1")(pair)))[:, 0]
     # Semantic GNN over the node input fused with the path labels.
@@ -161,7 +166,8 @@ def example_graph(cfg: SubgraphModelConfig) -> tuple[jraph.GraphsTuple, jax.Arra
                             senders=jnp.array([0, 1], jnp.int32),
                             receivers=jnp.array([1, 0], jnp.int32),
                             n_node=jnp.array([2], jnp.int32), n_edge=jnp.array([2], jnp.int32),
-                            globals=None)
+                            globals=(jnp.zeros((1, 1), jnp.float32) if cfg.pair_counts
+                                     else None))
   idx = jnp.zeros((1,), jnp.int32)
   return graph, idx, idx + 1
 
@@ -179,7 +185,8 @@ def apply(params, graph: jraph.GraphsTuple, u_index, v_index, cfg: SubgraphModel
 
   Args:
     params: from `init`.
-    graph: a (padded) batch; `nodes` is {"label": [N, L] or [N], "id": [N]} (module docstring).
+    graph: a (padded) batch; `nodes` is {"label": [N, L] or [N], "id": [N]} (module docstring);
+      `globals` [G, 1] the pair counts when `cfg.pair_counts`.
     u_index: [G] int32 batch node id of each graph's u.
     v_index: [G] int32 likewise for v.
     cfg: the config the params were made with.

@@ -60,6 +60,7 @@ class SubgraphConfig:
     sortpool_k: SortPool k; 0 picks SEAL's 60% quantile of training subgraph sizes.
     dropout: DGCNN dropout.
     pair_readout: SEG's target-pair readout (`seg.SubgraphModelConfig.pair_readout`).
+    pair_counts: SEG reads the pair's exact common-neighbour count (`seg.SubgraphModelConfig`).
     batch_size: graphs per step (positives + negatives), a multiple of `data_shards`.
     lr: AdamW learning rate.
     weight_decay: AdamW decoupled weight decay.
@@ -82,6 +83,7 @@ class SubgraphConfig:
   sortpool_k: int = 0
   dropout: float = 0.5
   pair_readout: bool = True
+  pair_counts: bool = False
   batch_size: int = 64
   lr: float = 1e-3
   weight_decay: float = 0.0
@@ -195,7 +197,7 @@ class SubgraphRunner:
         feature_dim=0 if self.features is None else int(self.features.shape[1]),
         embedding_dim=cfg.embedding_dim, hidden=cfg.hidden,
         readout=dgcnn.DGCNNConfig(cfg.gnn_hidden, cfg.gnn_layers, k, cfg.dropout),
-        pair_readout=cfg.pair_readout)
+        pair_readout=cfg.pair_readout, pair_counts=cfg.pair_counts and cfg.model == "seg")
     num_cached = 2 * split.train_pos.shape[0] + sum(
         0 if a is None else a.shape[0]
         for a in (split.valid_pos, split.valid_neg, split.test_pos, split.test_neg))
@@ -257,6 +259,9 @@ class SubgraphRunner:
           part.subgraphs, lambda s, labels=labels: {"label": labels,
                                                     "id": s.nodes.astype(np.int32)},
           pad_to_power_of_two=False)
+      if self.model_cfg.pair_counts:
+        cn = enclosing.common_neighbours(self.indptr, self.indices, part.subgraphs.pairs)
+        b = b._replace(graph=b.graph._replace(globals=np.log1p(cn).astype(np.float32)[:, None]))
       shards.append(b)
     n_pad = enclosing.next_pow2(max(int(b.graph.n_node.sum()) for b in shards) + 1)
     e_pad = enclosing.next_pow2(max(max(int(b.graph.n_edge.sum()) for b in shards), 1))

@@ -38,6 +38,8 @@ _OPTIONS = {
                                               "seg/seal: cap on nodes per hop (default none)."),
     "lam": flags.DEFINE_integer("lam", 3, "seg: path length bound (2..4)."),
     "per_length": flags.DEFINE_bool("per_length", False, "seg: one-hot per-length path counts."),
+    "pair_counts": flags.DEFINE_bool("pair_counts", False, "seg: also feed the pair's exact "
+                                     "common-neighbour count to the structure score."),
     "pair_readout": flags.DEFINE_bool("pair_readout", True, "seg: add the MLP(h_u * h_v) "
                                       "readout to SortPool's."),
     "gnn_hidden": flags.DEFINE_integer("gnn_hidden", 32, "seg/seal: DGCNN width."),

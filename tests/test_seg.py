@@ -2,6 +2,8 @@
 padding and batch-composition invariance, cached == dynamic, one shard == four shards, a tiny
 end-to-end run that learns, and a short real Cora run."""
 
+import dataclasses
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
@@ -99,6 +101,24 @@ class ModelTest(parameterized.TestCase):
     s_alone = seg.apply(params, alone.graph, alone.u_index, alone.v_index, cfg, features=feats)
     np.testing.assert_allclose(s_alone[0], s_plain[2], rtol=1e-5, atol=1e-6)
 
+  def test_common_neighbours_by_hand(self):
+    # 0-1, 0-2, 1-2, 0-3, 1-3, 3-4: pair (0, 1) has common neighbours 2 and 3; (2, 3): 0 and 1.
+    indptr, indices = make_csr(5, [[0, 1], [0, 2], [1, 2], [0, 3], [1, 3], [3, 4]])
+    np.testing.assert_array_equal(
+        enclosing.common_neighbours(indptr, indices, [[0, 1], [2, 3], [2, 4], [0, 4]]),
+        [2, 2, 0, 1])
+
+  def test_pair_counts_enter_the_score(self):
+    cfg = dataclasses.replace(self._cfg("seg"), pair_counts=True)
+    params = seg.init(cfg, jax.random.key(3))
+    sub = enclosing.extract(self.indptr, self.indices, self.pairs, 1, None)
+    b = labelled_batch("seg", sub, pad=True)
+    feats = jnp.zeros((self.n, 3))
+    g_pad = b.graph.n_node.shape[0]
+    scores = [seg.apply(params, b.graph._replace(globals=jnp.full((g_pad, 1), c)), b.u_index,
+                        b.v_index, cfg, features=feats) for c in (0.0, 2.0)]
+    self.assertGreater(float(jnp.max(jnp.abs(scores[0] - scores[1]))), 1e-4)
+
   def test_seg_uses_the_path_labels(self):
     cfg = self._cfg("seg")
     params = seg.init(cfg, jax.random.key(2))
@@ -146,10 +166,10 @@ class RunnerTest(parameterized.TestCase):
     np.testing.assert_array_equal(indptr, [0, 1, 2, 3, 4])
     np.testing.assert_array_equal(indices, [1, 0, 3, 2])
 
-  @parameterized.parameters("seg", "seal")
-  def test_cached_dynamic_and_sharded_scores_agree(self, model):
+  @parameterized.parameters(("seg", False), ("seg", True), ("seal", False))
+  def test_cached_dynamic_and_sharded_scores_agree(self, model, pair_counts):
     base = dict(model=model, embedding_dim=8, hidden=8, gnn_hidden=8, sortpool_k=10,
-                max_nodes_per_hop=8, eval_batch_size=8, batch_size=8)
+                max_nodes_per_hop=8, eval_batch_size=8, batch_size=8, pair_counts=pair_counts)
     cached = sr.SubgraphRunner(self.split, sr.SubgraphConfig(mode="cached", **base), seed=0)
     dynamic = sr.SubgraphRunner(self.split, sr.SubgraphConfig(mode="dynamic", **base), seed=0)
     sharded = sr.SubgraphRunner(
