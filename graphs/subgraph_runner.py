@@ -366,30 +366,24 @@ class SubgraphRunner:
       neg_idx = rng.permutation(num_train)[:count]
     else:
       neg_pairs = self._random_pairs(rng, count)
-    # Interleave: a shuffled list of (is_positive, index) so each batch mixes both.
+    # One shuffled order over positives (ids < count) and negatives, so each batch mixes both;
+    # within a batch the positives come first.
     order = rng.permutation(2 * count)
-    half = cfg.batch_size
     losses, seen = [], 0
-    for start in range(0, 2 * count, half):
-      chosen = order[start:start + half]
+    for start in range(0, 2 * count, cfg.batch_size):
+      chosen = order[start:start + cfg.batch_size]
       is_pos = chosen < count
-      labels = is_pos.astype(np.float32)
+      pos_sel, neg_sel = pos_idx[chosen[is_pos]], chosen[~is_pos] - count
+      labels = np.concatenate([np.ones(pos_sel.size, np.float32),
+                               np.zeros(neg_sel.size, np.float32)])
       if self.mode == "cached":
-        pos_sel = pos_idx[chosen[is_pos]]
-        neg_sel = neg_idx[chosen[~is_pos] - count]
         items = []
-        for name, sel in (("train_pos", pos_sel), ("train_neg", neg_sel)):
+        for name, sel in (("train_pos", pos_sel), ("train_neg", neg_idx[neg_sel])):
           if sel.size:
             sub, rows = select(self._cache[name].subgraphs, sel)
             items.append(_Labelled(sub, self._cache[name].labels[rows]))
-        labels = np.concatenate([np.ones(pos_sel.size, np.float32),
-                                 np.zeros(neg_sel.size, np.float32)])
       else:
-        pairs = np.concatenate([split.train_pos[pos_idx[chosen[is_pos]]],
-                                neg_pairs[chosen[~is_pos] - count]])
-        labels = np.concatenate([np.ones(int(is_pos.sum()), np.float32),
-                                 np.zeros(int((~is_pos).sum()), np.float32)])
-        items = [self._labelled(pairs)]
+        items = [self._labelled(np.concatenate([split.train_pos[pos_sel], neg_pairs[neg_sel]]))]
       parts = self._split_parts(items)
       batch = self._batch(parts)
       targets = self._targets(parts, labels, batch[3].shape[1])
