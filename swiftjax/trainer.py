@@ -1,7 +1,7 @@
 """Fine-tuning: pure step functions plus one thin, resumable loop for SFT and preference training.
 
     summary = trainer.train(TrainConfig(model=..., dataset=[...], tuner="lora"), workdir)
-    summary = rlhf.train_preference(rlhf.RlhfConfig(..., rlhf_type="dpo"), workdir)  # swiftjax/rlhf.py
+    summary = rlhf.train_preference(rlhf.RlhfConfig(..., rlhf_type="dpo"), workdir)  # rlhf.py
 
 A job (`Job`) is the data, a loss over `(trainable, const, batch)`, the initial trainable tree
 and how to save it; `fit` runs any job. The step is `jax.jit`-compiled once for the job's
