@@ -66,7 +66,8 @@ def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | No
   if not results.exists() and not _TABLE_ONLY.value:
     base, extra = VARIANTS.get(model, (model, []))
     cmd = [sys.executable, "-m", "launch.seg", f"--dataset={dataset}", f"--model={base}",
-           f"--seed={seed}", f"--output_dir={out}"] + PRESETS[(dataset, base)] + extra
+           f"--seed={seed}", f"--output_dir={out}", "--overwrite"]  # a partial run is redone
+    cmd += PRESETS[(dataset, base)] + extra
     print("$", " ".join(cmd[1:]), flush=True)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -23,6 +23,7 @@ import json
 import os
 import pathlib
 import resource
+import shutil
 import sys
 import time
 from typing import Any, Optional
@@ -52,6 +53,7 @@ class LinkTrainConfig:
     split_seed: seed of the random split (Planetoid / edge list); None: `seed`.
     eval_every: evaluate every this many epochs (and after the last).
     model_options: the runner config's fields to override (`SubgraphConfig` or `GAEConfig`).
+    overwrite: replace a finished run in the output directory (refused otherwise).
   """
   dataset: str = "cora"
   data_root: str = ""
@@ -61,6 +63,7 @@ class LinkTrainConfig:
   split_seed: Optional[int] = None
   eval_every: int = 1
   model_options: dict = dataclasses.field(default_factory=dict)
+  overwrite: bool = False
 
   def __post_init__(self):
     if self.model not in MODELS:
@@ -133,6 +136,15 @@ def main_metric(name: str) -> str:
 def train_and_evaluate(cfg: LinkTrainConfig, output_dir: str) -> dict[str, Any]:
   """Trains and evaluates one run; returns the results also written to results.json."""
   out = pathlib.Path(output_dir)
+  if (out / "results.json").exists() or (out / "tensorboard").exists():
+    if not cfg.overwrite:
+      raise GraphError(f"{out} already holds a run (results.json or tensorboard/); pass "
+                       "--overwrite to replace it or choose another --output_dir")
+    for name in ("results.json", "tensorboard", "checkpoint"):
+      if (out / name).is_dir():
+        shutil.rmtree(out / name)
+      elif (out / name).exists():
+        (out / name).unlink()
   out.mkdir(parents=True, exist_ok=True)
   split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
   split = load_split(cfg.dataset, cfg.data_root, split_seed)

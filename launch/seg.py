@@ -29,6 +29,7 @@ _SPLIT_SEED = flags.DEFINE_integer("split_seed", None, "Seed of the random edge 
                                    "--seed).")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 1, "Evaluate every N epochs.", lower_bound=1)
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "output/seg", "Where the run writes.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --output_dir.")
 
 # Model options: passed on only when given, to the model's own config.
 _OPTIONS = {
@@ -80,7 +81,7 @@ def main(argv):
   cfg = link_train.LinkTrainConfig(
       dataset=dataset, data_root=root, model=_MODEL.value, epochs=_EPOCHS.value,
       seed=_SEED.value, split_seed=_SPLIT_SEED.value, eval_every=_EVAL_EVERY.value,
-      model_options=options)
+      model_options=options, overwrite=_OVERWRITE.value)
   results = link_train.train_and_evaluate(cfg, _OUTPUT_DIR.value)
   print(json.dumps({k: v for k, v in results.items() if k not in ("history", "config")},
                    indent=2))

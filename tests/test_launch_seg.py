@@ -1,6 +1,7 @@
 """graphs/link_train.py and `python -m launch.seg`: a tiny edge-list run writes results.json,
 TensorBoard events and a checkpoint; user mistakes are one clear line."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -48,6 +49,12 @@ class LinkTrainTest(absltest.TestCase):
       self.assertTrue((out / "checkpoint").is_dir())
       self.assertFalse((out / "results.json.tmp").exists())
       self.assertTrue(0.0 <= results["test/hits@100"] <= 1.0)
+    # A second run into the same directory is refused, then replaced with overwrite.
+    with self.assertRaisesRegex(GraphError, "already holds a run.*--overwrite"):
+      link_train.train_and_evaluate(cfg, str(out))
+    again = link_train.train_and_evaluate(dataclasses.replace(cfg, overwrite=True), str(out))
+    self.assertEqual(json.loads((out / "results.json").read_text())["seed"], again["seed"])
+    self.assertEqual(_event_tags(out / "tensorboard")["train/loss"], 3)  # old events removed
 
   def test_errors(self):
     with self.assertRaisesRegex(GraphError, "unknown model"):
