@@ -112,7 +112,10 @@ def _peak_rss_mb() -> float:
 def _score(runner, state, pairs, name):
   if pairs is None:
     raise GraphError(f"the split has no {name} pairs")
-  return runner.score(state, pairs, name=name)  # `name` lets a runner cache the split's inputs.
+  pairs = np.asarray(pairs)
+  # `name` lets a runner cache the split's inputs; per-positive negatives [E, K, 2] (citation2's
+  # MRR) come back as [E, K].
+  return np.asarray(runner.score(state, pairs.reshape(-1, 2), name=name)).reshape(pairs.shape[:-1])
 
 
 def _evaluate(runner, state, split, metric_name):

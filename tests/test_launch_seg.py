@@ -8,6 +8,7 @@ import pathlib
 from absl.testing import absltest
 import numpy as np
 
+from graphs import link_data
 from graphs import link_train
 from graphs.errors import GraphError
 from tests import testutil
@@ -55,6 +56,21 @@ class LinkTrainTest(absltest.TestCase):
     again = link_train.train_and_evaluate(dataclasses.replace(cfg, overwrite=True), str(out))
     self.assertEqual(json.loads((out / "results.json").read_text())["seed"], again["seed"])
     self.assertEqual(_event_tags(out / "tensorboard")["train/loss"], 3)  # old events removed
+
+  def test_mrr_negatives_keep_their_shape(self):
+    class SumScorer:  # a runner whose score of (u, v) is u + v
+      def score(self, state, pairs, name=None):
+        del state, name
+        return pairs.sum(-1).astype(np.float32)
+    pos = np.array([[5, 4], [0, 1]])  # scores 9 and 1
+    neg = np.array([[[0, 0], [1, 1]], [[3, 3], [4, 4]]])  # [E=2, K=2, 2]: scores [0, 2], [6, 8]
+    split = link_data.LinkSplit(name="ogbl-citation2", num_nodes=10, train_pos=pos,
+                                valid_pos=pos, valid_neg=neg, test_pos=pos, test_neg=neg,
+                                features=None)
+    out = link_train._evaluate(SumScorer(), None, split, "mrr")  # pylint: disable=protected-access
+    # Ranks 1 and 3 among each positive's own negatives: MRR = (1 + 1/3) / 2.
+    self.assertAlmostEqual(out["valid/mrr"], 2 / 3, places=5)
+    self.assertAlmostEqual(out["test/mrr"], 2 / 3, places=5)
 
   def test_errors(self):
     with self.assertRaisesRegex(GraphError, "unknown model"):
