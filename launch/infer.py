@@ -2,6 +2,15 @@ r"""Answer a prompt with an LLM (the embedded SmolLM2-135M-Instruct by default).
 
   python -m launch.infer --prompt="What is the capital of France?"
   python -m launch.infer --model=path/to/model.gguf --prompt="..." --temperature=0.7 --stream
+  python -m launch.infer --adapters=output/sft/adapter --interactive
+  python -m launch.infer --adapters=output/sft/adapter --merge_lora=false \
+      --input_file=requests.jsonl --output_file=responses.jsonl --batch_size=8
+
+Modes: one answer to --prompt (default); --interactive chat (streamed, with history; `clear`
+starts over, `exit` or end of input stops); --input_file batch mode, one JSONL response row
+per request (`{"prompt": ...}`, `{"query": ...}` or any dataset row; a trailing assistant
+message is kept as `labels`). --adapters applies a PEFT LoRA directory, merged into the
+weights unless --merge_lora=false.
 """
 
 import sys
@@ -28,28 +37,79 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STREAM = flags.DEFINE_bool("stream", False, "Print tokens as they are generated.")
 _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable); the answer ends "
                                   "before it.")
+_ADAPTERS = flags.DEFINE_string("adapters", None, "PEFT LoRA adapter directory to apply.")
+_MERGE = flags.DEFINE_bool("merge_lora", True, "Fold --adapters into the weights (else keep "
+                           "them separate: the base weights stay untouched).")
+_INTERACTIVE = flags.DEFINE_bool("interactive", False, "Chat on stdin/stdout with history.")
+_INPUT = flags.DEFINE_string("input_file", None, "JSON/JSONL requests to answer (batch mode).")
+flags.DEFINE_alias("val_dataset", "input_file")
+_OUTPUT = flags.DEFINE_string("output_file", None, "Batch mode: JSONL responses (default: "
+                              "<input_file stem>.responses.jsonl beside it).")
+flags.DEFINE_alias("result_path", "output_file")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Batch mode: requests per generate call.",
+                              lower_bound=1)
+_AGENT_TEMPLATE = flags.DEFINE_enum("agent_template", None, ["react", "toolbench", "hermes"],
+                                    "Batch mode: render requests' tools with this template.")
 _MESH = common.define_mesh_flags()
 
 
 def main(argv):
   del argv
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from swiftjax import errors  # pylint: disable=g-import-not-at-top
   from swiftjax import generate  # pylint: disable=g-import-not-at-top
   from swiftjax import infer  # pylint: disable=g-import-not-at-top
+  if _INTERACTIVE.value and _INPUT.value:
+    raise errors.ConfigError("--interactive and --input_file are different modes; pick one")
   sampling = generate.SamplingConfig(
       max_new_tokens=_MAX_NEW_TOKENS.value, temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
       top_p=_TOP_P.value or 1.0, repetition_penalty=_REPETITION_PENALTY.value)
-  model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH))
-  stream = None
-  if _STREAM.value:
-    def stream(piece):
-      sys.stdout.write(piece)
-      sys.stdout.flush()
-  answer = infer.chat(model, [_PROMPT.value], sampling, system=_SYSTEM.value,
-                      seed=_SEED.value, stream=stream, stop=_STOP.value)[0]
-  if _STREAM.value:
-    sys.stdout.write("\n")
+  model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
+                     adapters=_ADAPTERS.value, merge=_MERGE.value)
+
+  def stream(piece):
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+  if _INPUT.value:
+    source = pathlib.Path(_INPUT.value)
+    target = _OUTPUT.value or source.with_name(source.name.split(".")[0] + ".responses.jsonl")
+    n = infer.answer_file(model, source, target, sampling, batch_size=_BATCH.value,
+                          agent_template=_AGENT_TEMPLATE.value, seed=_SEED.value,
+                          stop=_STOP.value)
+    print(f"answered {n} requests -> {target}")
+  elif _INTERACTIVE.value:
+    history = [{"role": "system", "content": _SYSTEM.value}] if _SYSTEM.value else []
+    base = len(history)
+    for turn, line in enumerate(_lines()):
+      if line.strip() == "exit":
+        break
+      if line.strip() == "clear":
+        del history[base:]
+        continue
+      history.append({"role": "user", "content": line})
+      answer = infer.chat(model, [history], sampling, seed=_SEED.value + turn, stream=stream,
+                          stop=_STOP.value)[0]
+      sys.stdout.write("\n")
+      history.append({"role": "assistant", "content": answer})
   else:
-    print(answer)
+    answer = infer.chat(model, [_PROMPT.value], sampling, system=_SYSTEM.value,
+                        seed=_SEED.value, stream=stream if _STREAM.value else None,
+                        stop=_STOP.value)[0]
+    print("" if _STREAM.value else answer)
+
+
+def _lines():
+  """User turns from stdin (a prompt shown when it is a terminal) until end of input."""
+  while True:
+    if sys.stdin.isatty():
+      sys.stdout.write("<<< ")
+      sys.stdout.flush()
+    line = sys.stdin.readline()
+    if not line:
+      return
+    if line.strip():
+      yield line.rstrip("\n")
 
 
 if __name__ == "__main__":

@@ -14,60 +14,23 @@ import json
 from absl import flags
 
 from launch import common
+from launch import train_flags
 
-_MODEL = flags.DEFINE_string("model", None, "GGUF file, Hugging Face directory or hub id "
-                             "(default: the embedded SmolLM2-135M-Instruct).")
-_DATASET = flags.DEFINE_multi_string("dataset", [], "JSON/JSONL file, optionally `path#N` to "
-                                     "sample N rows; repeat to mix datasets.")
-_TUNER = flags.DEFINE_enum("tuner_type", "lora", ["lora", "dora", "rslora", "full"],
-                           "What to train.")
-flags.DEFINE_alias("train_type", "tuner_type")
-flags.DEFINE_alias("sft_type", "tuner_type")
-_RANK = flags.DEFINE_integer("lora_rank", 8, "LoRA rank.", lower_bound=1)
-_ALPHA = flags.DEFINE_float("lora_alpha", 32.0, "LoRA alpha.")
-_TARGETS = flags.DEFINE_list("target_modules", ["all-linear"],
-                             "`all-linear`, module names, or one regex over parameter paths.")
-_LR = flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.", lower_bound=0.0)
-_EPOCHS = flags.DEFINE_float("num_train_epochs", 1.0, "Epochs (ignored with --max_steps).")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", -1, "Stop after this many steps (-1: epochs).")
-_BATCH = flags.DEFINE_integer("per_device_train_batch_size", 1, "Rows per step.",
-                              lower_bound=1)
-flags.DEFINE_alias("batch_size", "per_device_train_batch_size")
-_ACCUM = flags.DEFINE_integer("gradient_accumulation_steps", 1, "Steps per update.",
-                              lower_bound=1)
-_MAX_LENGTH = flags.DEFINE_integer("max_length", 512, "Tokens per row.", lower_bound=8)
-_TRUNC = flags.DEFINE_enum("truncation_strategy", "delete", ["delete", "left", "right"],
-                           "What to do with longer examples.")
 _PACKING = flags.DEFINE_bool("packing", True, "Pack examples into rows (no cross attention).")
-_WARMUP = flags.DEFINE_float("warmup_ratio", 0.05, "Warmup fraction.", lower_bound=0.0)
-_SCHED = flags.DEFINE_enum("lr_scheduler_type", "cosine", ["cosine", "linear", "constant"],
-                           "Decay after warmup.")
-_CLIP = flags.DEFINE_float("max_grad_norm", 1.0, "Global-norm clipping.")
-_WD = flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay.")
-_SAVE_STEPS = flags.DEFINE_integer("save_steps", 0, "Checkpoint every N steps (0: at the end).")
-_SAVE_LIMIT = flags.DEFINE_integer("save_total_limit", 2, "Checkpoints kept.", lower_bound=1)
-_SEED = flags.DEFINE_integer("seed", 42, "Seed for adapters and data order.")
-_OUTPUT = flags.DEFINE_string("output_dir", "output/sft", "Where the run writes.")
-_RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --output_dir.")
-_SKIP_BAD = flags.DEFINE_bool("skip_bad_rows", False, "Skip and count malformed rows.")
+_LOSS_SCALE = flags.DEFINE_string(
+    "loss_scale", "default", "Per-token loss weights: strategies joined by `+` (default, "
+    "last_round, all, react, agentflan, hermes, ignore_empty_think) or a JSON file.")
+_AGENT_TEMPLATE = flags.DEFINE_enum(
+    "agent_template", None, ["react", "toolbench", "hermes"],
+    "Render tools and tool calls with this agent template (default: the chat template's own).")
 
 
 def main(argv):
   del argv
   from swiftjax import trainer  # pylint: disable=g-import-not-at-top
-  targets = _TARGETS.value
-  target_modules = targets[0] if len(targets) == 1 and (
-      targets[0] == "all-linear" or any(c in targets[0] for c in "/.*()|")) else tuple(targets)
-  cfg = trainer.TrainConfig(
-      model=_MODEL.value, dataset=_DATASET.value, tuner=_TUNER.value, lora_rank=_RANK.value,
-      lora_alpha=_ALPHA.value, target_modules=target_modules, learning_rate=_LR.value,
-      weight_decay=_WD.value, warmup_ratio=_WARMUP.value, lr_scheduler_type=_SCHED.value,
-      max_grad_norm=_CLIP.value, num_train_epochs=_EPOCHS.value, max_steps=_MAX_STEPS.value,
-      batch_size=_BATCH.value, gradient_accumulation_steps=_ACCUM.value,
-      max_length=_MAX_LENGTH.value, truncation_strategy=_TRUNC.value, packing=_PACKING.value,
-      save_steps=_SAVE_STEPS.value, save_total_limit=_SAVE_LIMIT.value, seed=_SEED.value,
-      skip_bad_rows=_SKIP_BAD.value)
-  summary = trainer.train(cfg, _OUTPUT.value, resume=_RESUME.value)
+  cfg = trainer.TrainConfig(**train_flags.config_kwargs(), packing=_PACKING.value,
+                            loss_scale=_LOSS_SCALE.value, agent_template=_AGENT_TEMPLATE.value)
+  summary = trainer.train(cfg, train_flags.output_dir("sft"), resume=train_flags.RESUME.value)
   brief = {k: v for k, v in summary.items() if k != "log"}
   print(json.dumps(brief, indent=2))
 

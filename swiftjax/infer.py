@@ -8,10 +8,13 @@ import jax
 import jax.numpy as jnp
 
 from swiftjax import assets
+from swiftjax import errors
 from swiftjax import generate as gen
 from swiftjax import models
 from swiftjax import packed_bf16
 from swiftjax import tokenizer as tok_lib
+from swiftjax.lora import lora
+from swiftjax.lora import peft_io
 
 
 @dataclasses.dataclass
@@ -33,19 +36,42 @@ class LoadedModel:
 
 
 def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
-         mesh: jax.sharding.Mesh | None = None) -> LoadedModel:
+         mesh: jax.sharding.Mesh | None = None, *, adapters: str | pathlib.Path | None = None,
+         merge: bool = True) -> LoadedModel:
   """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct.
 
   With `mesh`, parameters are loaded straight into their `NamedSharding` layout. bfloat16
   weights on a CPU backend are stored as `PackedBF16` and computed in float32, because
   XLA:CPU's bf16 dots are slow (see `swiftjax.packed_bf16`).
+
+  Args:
+    path: GGUF file, Hugging Face directory or hub id.
+    dtype: parameter dtype.
+    mesh: optional device mesh.
+    adapters: a PEFT LoRA/rsLoRA/DoRA adapter directory (as `launch.sft` writes) to apply.
+    merge: fold the adapters into the kernels (one dense matmul per projection, as fast as the
+      base model) rather than keeping them as separate `LoraWeight`s (`s * x A B` added at each
+      call; the base weights stay untouched).
+
+  Raises:
+    CheckpointError: adapters that do not fit this model (the tensor is named).
   """
   path = assets.default_model_path() if path is None else path
   cfg, params = models.from_pretrained(path, dtype=dtype, mesh=mesh)
+  if adapters is not None:
+    params = apply_adapters(params, cfg, adapters, merge=merge)
   compute_dtype = None
   if models.resolve_dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
     params, compute_dtype = packed_bf16.pack(params), jnp.float32
   return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh, compute_dtype)
+
+
+def apply_adapters(params: Any, cfg: models.ModelConfig, directory: str | pathlib.Path, *,
+                   merge: bool = True) -> Any:
+  """Base params with the PEFT LoRA adapters in `directory` merged in (or attached)."""
+  lora_cfg, adapters = peft_io.load(directory, cfg, params)
+  return lora.merged(params, adapters, lora_cfg) if merge else lora.apply(params, adapters,
+                                                                          lora_cfg)
 
 
 def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
@@ -108,3 +134,79 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
 def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
   cuts = [text.index(s) for s in stop if s in text]
   return text[:min(cuts)] if cuts else text
+
+
+def read_requests(path: str | pathlib.Path) -> list[dict]:
+  """Requests from a JSON/JSONL file, each as `{"messages", "tools", "labels"}`.
+
+  A row is `{"prompt": str}`, `{"query": str}` or any training row format
+  (`swiftjax.data.formats`); a trailing assistant message is the reference answer (`labels`),
+  not part of the prompt, as ms-swift's `infer --val_dataset` treats it.
+
+  Raises:
+    SwiftJaxError: a row that is neither (named by file and line).
+  """
+  from swiftjax.data import formats  # pylint: disable=g-import-not-at-top
+  out = []
+  for where, row in formats.iter_rows(path):
+    try:
+      if isinstance(row, Exception):
+        raise row
+      if isinstance(row, dict) and set(row) <= {"prompt", "query", "system"} and (
+          isinstance(row.get("prompt", row.get("query")), str)):
+        messages = formats.system_of(row) + [
+            {"role": "user", "content": row.get("prompt", row.get("query"))}]
+        tools = None
+      else:
+        messages, tools = formats.messages_of(row), formats.tools_of(row)
+    except (ValueError, TypeError, KeyError) as e:
+      raise formats.RowError(f"{where}: {e}") from None
+    labels = None
+    if messages and messages[-1]["role"] == "assistant":
+      labels = messages[-1]["content"]
+      messages = messages[:-1]
+    if not messages:
+      raise formats.RowError(f"{where}: no prompt before the reference answer")
+    out.append({"messages": messages, "tools": tools, "labels": labels})
+  return out
+
+
+def answer_file(model: LoadedModel, input_path: str | pathlib.Path,
+                output_path: str | pathlib.Path,
+                sampling: gen.SamplingConfig = gen.SamplingConfig(), *, batch_size: int = 8, agent_template: str | None = None, seed: int = 0,
+                stop: Sequence[str] = ()) -> int:
+  """Answers every request of `input_path` and writes one JSONL row per request, in order:
+  `{"messages", "response", "labels"}`. The output appears whole or not at all.
+
+  Returns:
+    the number of requests answered.
+  """
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  requests = read_requests(input_path)
+  output_path = pathlib.Path(output_path)
+  tmp = output_path.with_name(output_path.name + ".tmp")
+  output_path.parent.mkdir(parents=True, exist_ok=True)
+  try:
+    with open(tmp, "w", encoding="utf-8") as f:
+      for start in range(0, len(requests), batch_size):
+        batch = requests[start:start + batch_size]
+        prompts = [_chat_messages(r["messages"], r["tools"], agent_template) for r in batch]
+        answers = chat(model, prompts, sampling, seed=seed + start, stop=stop)
+        for r, a in zip(batch, answers):
+          f.write(json.dumps({"messages": r["messages"], "response": a, "labels": r["labels"]},
+                             ensure_ascii=False) + "\n")
+    os.replace(tmp, output_path)
+  finally:
+    tmp.unlink(missing_ok=True)
+  return len(requests)
+
+
+def _chat_messages(messages: list[dict], tools: Any, agent_template: str | None) -> list[dict]:
+  if agent_template is None:
+    if tools:
+      raise errors.ConfigError("a request has tools: name an agent template "
+                               "(react, toolbench, hermes) to render them")
+    return messages
+  from swiftjax.agent import templates  # pylint: disable=g-import-not-at-top
+  return templates.to_chat(messages, tools, agent_template)

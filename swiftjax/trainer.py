@@ -32,7 +32,9 @@ import optax
 from swiftjax import errors
 from swiftjax import infer
 from swiftjax import losses
+from swiftjax.agent import templates
 from swiftjax.data import formats
+from swiftjax.data import loss_scale as loss_scale_lib
 from swiftjax.data import packing
 from swiftjax.data import render
 from swiftjax.lora import lora
@@ -68,6 +70,11 @@ class TrainConfig:
   logging_steps: int = 5
   seed: int = 42
   skip_bad_rows: bool = False
+  # Per-token loss weights (`swiftjax.data.loss_scale`): strategies joined by `+` or a JSON file.
+  loss_scale: str = "default"
+  # Render tools and tool calls with an agent template (`swiftjax.agent.templates`) instead of
+  # passing `tools` to the chat template.
+  agent_template: str | None = None
 
   def __post_init__(self):
     if self.tuner not in TUNERS:
@@ -77,6 +84,11 @@ class TrainConfig:
                                "linear or constant")
     if not self.dataset:
       raise errors.ConfigError("no dataset given")
+    loss_scale_lib.parse_spec(self.loss_scale)  # a bad name or file fails before any work
+    if self.agent_template is not None:
+      if self.agent_template not in templates.TEMPLATES:
+        raise errors.ConfigError(f"agent_template {self.agent_template!r} is not one of "
+                                 f"{', '.join(templates.TEMPLATES)}")
 
 
 def read_datasets(cfg: TrainConfig, read: Callable[..., tuple[list, int]]
@@ -96,10 +108,18 @@ def read_datasets(cfg: TrainConfig, read: Callable[..., tuple[list, int]]
   return rows, stats
 
 
+def render_row(cfg: TrainConfig, tokenizer, row: dict) -> render.Example:
+  """One normalised row rendered with the config's agent template and loss scale."""
+  messages, tools = row["messages"], row["tools"]
+  if cfg.agent_template is not None:
+    messages, tools = templates.to_chat(messages, tools, cfg.agent_template), None
+  return render.render(tokenizer, messages, tools, loss_scale=cfg.loss_scale)
+
+
 def build_examples(cfg: TrainConfig, tokenizer) -> tuple[list[render.Example], dict]:
   """Reads every dataset (`path` or `path#N` to take N rows), renders and truncates."""
   rows, stats = read_datasets(cfg, formats.read_rows)
-  examples = [render.render(tokenizer, r["messages"], r["tools"]) for r in rows]
+  examples = [render_row(cfg, tokenizer, r) for r in rows]
   examples, stats["truncated"] = packing.truncate(examples, cfg.max_length,
                                                   cfg.truncation_strategy)
   examples = [e for e in examples if e.weights[1:].sum() > 0]

@@ -1,6 +1,8 @@
 """launch/ conventions: absl flags, --helpfull, one clear line for user mistakes."""
 
 import pathlib
+import subprocess
+import sys
 
 from absl.testing import absltest
 import pytest
@@ -10,6 +12,10 @@ from tests import testutil
 
 class LaunchInferTest(absltest.TestCase):
 
+  def _refused(self, r, pattern):
+    # absl's own flag errors exit with 1 and add a "Pass --helpshort" line.
+    testutil.assert_one_line_error(self, r, pattern, returncode=None, max_lines=2)
+
   def test_helpfull_lists_flags(self):
     r = testutil.run_module("launch.infer", "--helpfull")
     self.assertEqual(r.returncode, 0, r.stderr)
@@ -17,38 +23,31 @@ class LaunchInferTest(absltest.TestCase):
                  "--repetition_penalty", "--[no]stream"):
       self.assertIn(flag, r.stdout)
 
-  def _assert_one_line_error(self, r, pattern):
-    self.assertNotEqual(r.returncode, 0)
-    self.assertNotIn("Traceback", r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    self.assertTrue(any(__import__("re").search(pattern, l) for l in lines), r.stderr)
-    self.assertLessEqual(len(lines), 2, r.stderr)
-
   def test_bad_flag_value(self):
-    self._assert_one_line_error(testutil.run_module("launch.infer", "--max_new_tokens=abc"),
+    self._refused(testutil.run_module("launch.infer", "--max_new_tokens=abc"),
                                 r"--max_new_tokens=abc")
 
   def test_out_of_range_flag(self):
-    self._assert_one_line_error(testutil.run_module("launch.infer", "--top_p=2"), r"--top_p")
+    self._refused(testutil.run_module("launch.infer", "--top_p=2"), r"--top_p")
 
   def test_missing_model_file(self):
     r = testutil.run_module("launch.infer", "--model=/nonexistent/model.gguf")
-    self._assert_one_line_error(r, r"^error: GGUF file /nonexistent/model\.gguf does not exist")
+    self._refused(r, r"^error: GGUF file /nonexistent/model\.gguf does not exist")
     self.assertEqual(r.returncode, 2)
 
   def test_mesh_that_does_not_fit(self):
     r = testutil.run_module("launch.infer", "--mesh_tensor=3")
-    self._assert_one_line_error(r, r"^error: 1 devices do not divide into mesh")
+    self._refused(r, r"^error: 1 devices do not divide into mesh")
 
   def test_stray_positional_argument(self):
     r = testutil.run_module("launch.infer", "hello")
-    self._assert_one_line_error(r, r"unexpected positional arguments")
+    self._refused(r, r"unexpected positional arguments")
 
   def test_directory_without_tokenizer(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
     testutil.save_tiny_llama(tmp)
     r = testutil.run_module("launch.infer", f"--model={tmp}")
-    self._assert_one_line_error(r, rf"error: {tmp} has no tokenizer files")
+    self._refused(r, rf"error: {tmp} has no tokenizer files")
 
   def test_tiny_local_model_answers(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
@@ -93,16 +92,42 @@ class LaunchSftTest(absltest.TestCase):
     self.assertEqual(json.loads(r.stdout)["steps"], 3)
     self.assertTrue((tmp / "run" / "adapter" / "adapter_config.json").is_file())
     # The same output directory again, without --resume: refused in one line.
-    self._assert_one_line(testutil.run_module("launch.sft", *args), "already holds checkpoints")
+    testutil.assert_one_line_error(self, testutil.run_module("launch.sft", *args),
+                                   "already holds checkpoints")
     bad = tmp / "bad.jsonl"
     bad.write_text('{"query": "a", "response": "b"}\n{oops\n')
-    self._assert_one_line(testutil.run_module("launch.sft", f"--dataset={bad}",
-                                              f"--model={tmp / 'm'}",
-                                              f"--output_dir={tmp / 'r2'}"),
-                          rf"{bad}:2: invalid JSON")
+    testutil.assert_one_line_error(
+        self, testutil.run_module("launch.sft", f"--dataset={bad}", f"--model={tmp / 'm'}",
+                                  f"--output_dir={tmp / 'r2'}"), rf"{bad}:2: invalid JSON")
 
-  def _assert_one_line(self, r, pattern):
-    import re  # pylint: disable=g-import-not-at-top
-    self.assertEqual(r.returncode, 2, r.stderr[-2000:])
-    self.assertNotIn("Traceback", r.stderr)
-    self.assertTrue(re.search(pattern, r.stderr), r.stderr)
+    # The adapters it wrote, in launch.infer's batch mode: merged and unmerged answer alike
+    # (greedy), one response row per request, the reference answer kept as `labels`.
+    requests = tmp / "requests.jsonl"
+    requests.write_text(json.dumps({"prompt": "the cat"}) + "\n" + json.dumps(
+        {"query": "the dog", "response": "ate the bone"}) + "\n")
+    answers = {}
+    for merge in ("true", "false"):
+      out = tmp / f"answers_{merge}.jsonl"
+      r = testutil.run_module("launch.infer", f"--model={tmp / 'm'}", f"--input_file={requests}",
+                              f"--output_file={out}", f"--adapters={tmp / 'run' / 'adapter'}",
+                              f"--merge_lora={merge}", "--max_new_tokens=4")
+      self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+      rows = [json.loads(line) for line in out.read_text().splitlines()]
+      self.assertEqual([row["labels"] for row in rows], [None, "ate the bone"])
+      self.assertEqual(rows[1]["messages"], [{"role": "user", "content": "the dog"}])
+      answers[merge] = [row["response"] for row in rows]
+    self.assertEqual(answers["true"], answers["false"])
+    # Interactive mode reads turns from stdin until `exit`, keeping the history.
+    r = subprocess.run([sys.executable, "-m", "launch.infer", f"--model={tmp / 'm'}",
+                        "--interactive", "--max_new_tokens=3"], input="the cat\nthe dog\nexit\n",
+                       cwd=testutil.REPO_ROOT, env=testutil.subprocess_env(), capture_output=True,
+                       text=True, timeout=300)
+    self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+    self.assertEqual(len(r.stdout.splitlines()), 2, r.stdout)
+    # Adapters of another shape are refused in one line that names the tensor.
+    testutil.save_tiny_llama(tmp / "wide", hidden_size=48)
+    testutil.save_tiny_tokenizer(tmp / "wide")
+    testutil.assert_one_line_error(
+        self, testutil.run_module("launch.infer", f"--model={tmp / 'wide'}",
+                                  f"--adapters={tmp / 'run' / 'adapter'}"), r"lora_[ab] has shape .*expected")
+

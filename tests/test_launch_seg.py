@@ -89,13 +89,6 @@ class LinkTrainTest(absltest.TestCase):
 
 class LaunchSegTest(absltest.TestCase):
 
-  def _assert_one_line_error(self, r, pattern):
-    self.assertEqual(r.returncode, 2, r.stderr)
-    self.assertNotIn("Traceback", r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    self.assertLen(lines, 1, r.stderr)
-    self.assertRegex(lines[0], pattern)
-
   def test_cli_run_and_user_errors(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
     edges = tmp / "edges.txt"
@@ -108,16 +101,16 @@ class LaunchSegTest(absltest.TestCase):
     self.assertTrue(np.isfinite(printed["test/hits@100"]))
     self.assertTrue((tmp / "run" / "results.json").is_file())
     # A flag of another model, a missing OGB root, a bad edge-list line.
-    self._assert_one_line_error(
-        testutil.run_module("launch.seg", f"--dataset={edges}", "--model=gcn", "--lam=2",
-                            f"--output_dir={tmp / 'x'}"), r"lam do not apply to model gcn")
-    self._assert_one_line_error(
-        testutil.run_module("launch.seg", "--dataset=ogbl-ddi", f"--data_root={tmp}",
-                            f"--output_dir={tmp / 'y'}"), r"ogbl")
+    testutil.assert_one_line_error(
+        self, testutil.run_module("launch.seg", f"--dataset={edges}", "--model=gcn", "--lam=2",
+                                  f"--output_dir={tmp / 'x'}"), r"lam do not apply to model gcn")
+    testutil.assert_one_line_error(
+        self, testutil.run_module("launch.seg", "--dataset=ogbl-ddi", f"--data_root={tmp}",
+                                  f"--output_dir={tmp / 'y'}"), r"ogbl")
     bad = tmp / "bad.txt"
     bad.write_text("1 2\n3 x\n")
-    self._assert_one_line_error(
-        testutil.run_module("launch.seg", f"--dataset={bad}", f"--output_dir={tmp / 'z'}"),
+    testutil.assert_one_line_error(
+        self, testutil.run_module("launch.seg", f"--dataset={bad}", f"--output_dir={tmp / 'z'}"),
         r"bad.txt:2")
 
 

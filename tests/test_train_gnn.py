@@ -115,13 +115,6 @@ class TrainGnnTest(absltest.TestCase):
 
 class TrainGnnLaunchTest(absltest.TestCase):
 
-  def _assert_one_line_error(self, r, pattern):
-    self.assertEqual(r.returncode, 2, r.stderr)
-    self.assertNotIn("Traceback", r.stderr)
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
-    self.assertLen(lines, 1, r.stderr)
-    self.assertRegex(lines[0], pattern)
-
   def test_helpfull(self):
     r = testutil.run_module("launch.train_gnn", "--helpfull")
     self.assertEqual(r.returncode, 0, r.stderr)
@@ -134,11 +127,11 @@ class TrainGnnLaunchTest(absltest.TestCase):
     workdir = pathlib.Path(self.create_tempdir().full_path) / "run"
     r = testutil.run_module("launch.train_gnn", "--dataset=foo", f"--data_root={root}",
                             f"--workdir={workdir}")
-    self._assert_one_line_error(r, r"^error: unknown Planetoid dataset 'foo'")
+    testutil.assert_one_line_error(self, r, r"^error: unknown Planetoid dataset 'foo'")
     r = testutil.run_module("launch.train_gnn", "--data_root=/nonexistent/planetoid",
                             f"--workdir={workdir}")
-    self._assert_one_line_error(r, re.escape("error: Planetoid root /nonexistent/planetoid "
-                                             "is not a directory"))
+    testutil.assert_one_line_error(
+        self, r, re.escape("error: Planetoid root /nonexistent/planetoid is not a directory"))
     self.assertFalse(workdir.exists())  # nothing written for a failed run
 
   def test_short_run(self):
@@ -157,8 +150,8 @@ class TrainGnnLaunchTest(absltest.TestCase):
     config = json.loads((workdir / "config.json").read_text())
     self.assertEqual((config["fanouts"], config["num_classes"]), ([5, 3], 6))
     # A second run into the same workdir is refused unless asked to overwrite.
-    self._assert_one_line_error(testutil.run_module("launch.train_gnn", *args),
-                                r"^error: .* already holds a trained model")
+    testutil.assert_one_line_error(self, testutil.run_module("launch.train_gnn", *args),
+                                   r"^error: .* already holds a trained model")
 
 
 if __name__ == "__main__":

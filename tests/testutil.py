@@ -129,3 +129,18 @@ def save_tiny_tokenizer(directory, vocab_size: int = 128):
                         "{% if add_generation_prompt %}assistant:{% endif %}")
   fast.save_pretrained(str(directory))
   return fast
+
+
+def assert_one_line_error(test, r: subprocess.CompletedProcess, pattern: str, *,
+                          returncode: int | None = 2, max_lines: int = 1) -> None:
+  """A launcher refused a user mistake cleanly: exit status `returncode` (None: any non-zero),
+  no traceback, at most `max_lines` lines on stderr, one of which matches `pattern`."""
+  import re  # pylint: disable=g-import-not-at-top
+  if returncode is None:
+    test.assertNotEqual(r.returncode, 0, r.stderr[-2000:])
+  else:
+    test.assertEqual(r.returncode, returncode, r.stderr[-2000:])
+  test.assertNotIn("Traceback", r.stderr)
+  lines = [line for line in r.stderr.splitlines() if line.strip()]
+  test.assertLessEqual(len(lines), max_lines, r.stderr[-2000:])
+  test.assertTrue(any(re.search(pattern, line) for line in lines), r.stderr[-2000:])

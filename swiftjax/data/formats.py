@@ -5,7 +5,9 @@ Supported row formats (detected per row, or forced with `fmt=`):
   * `alpaca`: `{"instruction", "input"?, "output", "system"?, "history"?}`;
   * `sharegpt`: `{"conversations": [{"from", "value"}], "system"?, "tools"?}` with `from` in
     human/user, gpt/assistant, system, function_call, observation;
-  * `query_response`: `{"query", "response", "history"?: [[q, a], ...], "system"?}`.
+  * `query_response`: `{"query", "response", "history"?: [[q, a], ...], "system"?}`;
+  * agent rows (`AGENT_FORMATS`: ToolBench answers/queries, ToolLLaMA, hermes `<tool_call>`
+    text and `tool` turns) are read by `swiftjax.agent.converters`.
 Every row becomes `{"messages": [...], "tools": [...] or None}`; roles are system, user,
 assistant, tool_call, tool_response (ms-swift's agent roles). A message may carry `loss`
 (True/False) to force or forbid training on it.
@@ -19,6 +21,8 @@ from typing import Any, Callable, Iterator
 from swiftjax import errors
 
 FORMATS = ("messages", "alpaca", "sharegpt", "query_response")
+# Tool-use rows the readers here cannot take; `swiftjax.agent.converters` reads them.
+AGENT_FORMATS = ("toolbench", "toolllama", "hermes")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                    "system": "system", "function_call": "tool_call",
                    "observation": "tool_response", "tool": "tool_response"}
@@ -29,7 +33,20 @@ class RowError(errors.SwiftJaxError):
   """A row that cannot be read or normalised; the message names file and line."""
 
 
+def _agent_format(row: dict) -> str | None:
+  from swiftjax.agent import converters  # pylint: disable=g-import-not-at-top
+  fmt = converters.detect_agent_format(row)
+  return fmt if fmt in AGENT_FORMATS else None
+
+
+def _agent_row(row: dict, fmt: str) -> dict:
+  from swiftjax.agent import converters  # pylint: disable=g-import-not-at-top
+  return converters.to_messages(row, fmt)
+
+
 def detect(row: dict) -> str:
+  if agent := _agent_format(row):
+    return agent
   if "messages" in row:
     return "messages"
   if "conversations" in row:
@@ -106,8 +123,10 @@ def messages_of(row: Any, fmt: str | None = None) -> list[dict]:
   elif fmt == "query_response":
     messages = system_of(row) + history_of(row.get("history")) + [
         {"role": "user", "content": row["query"]}, {"role": "assistant", "content": row["response"]}]
+  elif fmt in AGENT_FORMATS:
+    messages = _agent_row(row, fmt)["messages"]
   else:
-    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS + AGENT_FORMATS)}")
   if not isinstance(messages, list):
     raise ValueError(f"the conversation must be a list of messages, got {type(messages).__name__}")
   out = []
@@ -121,6 +140,8 @@ def messages_of(row: Any, fmt: str | None = None) -> list[dict]:
 
 def tools_of(row: dict) -> Any:
   """The row's `tools` (a JSON string is parsed), or None."""
+  if agent := _agent_format(row):
+    return _agent_row(row, agent)["tools"]
   tools = row.get("tools")
   if isinstance(tools, str):
     tools = json.loads(tools) if tools.strip() else None
@@ -129,10 +150,17 @@ def tools_of(row: dict) -> Any:
 
 def normalize(row: Any, fmt: str | None = None) -> dict:
   """One row as `{"messages": [...], "tools": ...}`; raises ValueError on a malformed row."""
-  messages = messages_of(row, fmt)
-  if not any(m["role"] == "assistant" for m in messages):
+  fmt = fmt or (detect(row) if isinstance(row, dict) else None)
+  if fmt in AGENT_FORMATS:
+    out = _agent_row(row, fmt)
+    messages = messages_of({"messages": out["messages"]}, "messages")
+    out = {"messages": messages, "tools": out["tools"]}
+  else:
+    messages = messages_of(row, fmt)
+    out = {"messages": messages, "tools": tools_of(row)}
+  if not any(m["role"] in ("assistant", "tool_call") for m in messages):
     raise ValueError("the row has no assistant message to learn from")
-  return {"messages": messages, "tools": tools_of(row)}
+  return out
 
 
 def iter_rows(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:

@@ -1,0 +1,68 @@
+"""The flags `launch.sft` and `launch.rlhf` share, named as ms-swift names them.
+
+Importing this module defines them; `config_kwargs()` turns their values into the keyword
+arguments of `swiftjax.trainer.TrainConfig` (and so of its subclass `RlhfConfig`).
+"""
+
+from absl import flags
+
+MODEL = flags.DEFINE_string("model", None, "GGUF file, Hugging Face directory or hub id "
+                            "(default: the embedded SmolLM2-135M-Instruct).")
+DATASET = flags.DEFINE_multi_string("dataset", [], "JSON/JSONL(.gz) file, optionally `path#N` "
+                                    "to sample N rows; repeat to mix datasets.")
+TUNER = flags.DEFINE_enum("tuner_type", "lora", ["lora", "dora", "rslora", "full"],
+                          "What to train.")
+flags.DEFINE_alias("train_type", "tuner_type")
+flags.DEFINE_alias("sft_type", "tuner_type")
+RANK = flags.DEFINE_integer("lora_rank", 8, "LoRA rank.", lower_bound=1)
+ALPHA = flags.DEFINE_float("lora_alpha", 32.0, "LoRA alpha.")
+TARGETS = flags.DEFINE_list("target_modules", ["all-linear"],
+                            "`all-linear`, module names, or one regex over parameter paths.")
+LR = flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.", lower_bound=0.0)
+EPOCHS = flags.DEFINE_float("num_train_epochs", 1.0, "Epochs (ignored with --max_steps).")
+MAX_STEPS = flags.DEFINE_integer("max_steps", -1, "Stop after this many steps (-1: epochs).")
+BATCH = flags.DEFINE_integer("per_device_train_batch_size", 1,
+                             "Rows (SFT) or pairs (preference training) per step.",
+                             lower_bound=1)
+flags.DEFINE_alias("batch_size", "per_device_train_batch_size")
+ACCUM = flags.DEFINE_integer("gradient_accumulation_steps", 1, "Steps per update.",
+                             lower_bound=1)
+MAX_LENGTH = flags.DEFINE_integer("max_length", 512, "Tokens per sequence.", lower_bound=8)
+TRUNC = flags.DEFINE_enum("truncation_strategy", "delete", ["delete", "left", "right"],
+                          "What to do with longer sequences.")
+WARMUP = flags.DEFINE_float("warmup_ratio", 0.05, "Warmup fraction.", lower_bound=0.0)
+SCHED = flags.DEFINE_enum("lr_scheduler_type", "cosine", ["cosine", "linear", "constant"],
+                          "Decay after warmup.")
+CLIP = flags.DEFINE_float("max_grad_norm", 1.0, "Global-norm clipping.")
+WD = flags.DEFINE_float("weight_decay", 0.0, "AdamW weight decay.")
+SAVE_STEPS = flags.DEFINE_integer("save_steps", 0, "Checkpoint every N steps (0: at the end).")
+SAVE_LIMIT = flags.DEFINE_integer("save_total_limit", 2, "Checkpoints kept.", lower_bound=1)
+SEED = flags.DEFINE_integer("seed", 42, "Seed for adapters and data order.")
+OUTPUT = flags.DEFINE_string("output_dir", None, "Where the run writes (default: output/<job>).")
+RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --output_dir.")
+SKIP_BAD = flags.DEFINE_bool("skip_bad_rows", False, "Skip and count malformed rows.")
+
+
+def target_modules(values: list[str]) -> str | tuple[str, ...]:
+  """`--target_modules`: `all-linear` or one regex stay a string, module names become a tuple."""
+  if len(values) == 1 and (values[0] == "all-linear" or any(c in values[0] for c in "/.*()|")):
+    return values[0]
+  return tuple(values)
+
+
+def config_kwargs() -> dict:
+  """The shared flags' values as `TrainConfig` keyword arguments."""
+  return dict(
+      model=MODEL.value, dataset=DATASET.value, tuner=TUNER.value, lora_rank=RANK.value,
+      lora_alpha=ALPHA.value, target_modules=target_modules(TARGETS.value),
+      learning_rate=LR.value, weight_decay=WD.value, warmup_ratio=WARMUP.value,
+      lr_scheduler_type=SCHED.value, max_grad_norm=CLIP.value, num_train_epochs=EPOCHS.value,
+      max_steps=MAX_STEPS.value, batch_size=BATCH.value,
+      gradient_accumulation_steps=ACCUM.value, max_length=MAX_LENGTH.value,
+      truncation_strategy=TRUNC.value, save_steps=SAVE_STEPS.value,
+      save_total_limit=SAVE_LIMIT.value, seed=SEED.value, skip_bad_rows=SKIP_BAD.value)
+
+
+def output_dir(job: str) -> str:
+  """`--output_dir`, or `output/<job>` when it is not given."""
+  return OUTPUT.value or f"output/{job}"

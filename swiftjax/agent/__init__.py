@@ -1,0 +1,1 @@
+"""Agent (tool-use) templates, parsing and data helpers."""
