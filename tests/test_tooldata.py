@@ -262,6 +262,24 @@ class ToolDataTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.ConfigError, ">= 0"):
       tooldata.generate(-1, "train")
     self.assertEqual(tooldata.generate(0, "test"), [])
+    for bad in ((3, 1), (-1, 2), (1,), (1, 2, 3), (1.0, 2), "12", None):
+      with self.assertRaisesRegex(errors.ConfigError, "0 <= min <= max", msg=bad):
+        tooldata.generate(3, "train", distractors=bad)
+
+  def test_distractor_range_changes_only_the_offered_tools(self):
+    # The default range draws exactly the rows drawn without the argument.
+    self.assertEqual(tooldata.generate(400, "train", 0, distractors=(2, 4)), self.rows["train"])
+    for lo, hi in ((0, 0), (1, 2), (5, 6)):
+      for split in ("train", "test"):
+        rows = tooldata.generate(120, split, seed=0, distractors=(lo, hi))
+        extra = {(r["kind"] == "none", len(r["tools"]) - len(calls(r))) for r in rows}
+        self.assertEqual({n for none, n in extra if not none}, set(range(lo, hi + 1)), (lo, hi))
+        # A no-tool row still offers tools (at least one).
+        self.assertEqual({n for none, n in extra if none}, set(range(max(lo, 1), max(hi, 1) + 1)))
+        for row in rows:
+          names = [t["function"]["name"] for t in row["tools"]]
+          self.assertLen(set(names), len(names))
+          self.assertTrue({c["name"] for c in calls(row)} <= set(names))
 
 
 class LaunchToolDataTest(absltest.TestCase):
@@ -301,6 +319,37 @@ class LaunchToolDataTest(absltest.TestCase):
     self.assertLen((tmp / "a" / "train.jsonl").read_text().splitlines(), 5)
     self.assertEqual((tmp / "a" / "valid.jsonl").read_text(), "")
     self.assertFalse(list((tmp / "a").glob("*.tmp")))
+
+  def test_distractors_flag_makes_shorter_rows_that_still_validate(self):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    args = ["--train=120", "--valid=0", "--test=60", "--seed=0"]
+    r = testutil.run_module("launch.tool_data", f"--output_dir={tmp / 'short'}",
+                            "--distractors=1,2", *args)
+    self.assertEqual(r.returncode, 0, r.stderr)
+    self.assertEqual(json.loads(r.stdout)["distractors"], [1, 2])
+    self.assertEqual(json.loads((tmp / "short" / "tools.json").read_text())["distractors"],
+                     [1, 2])
+    tooldata.write_splits(tmp / "default", 120, 0, 60, seed=0)
+    for split in ("train", "test"):
+      rows, _ = formats.read_rows(tmp / "short" / f"{split}.jsonl")
+      self.assertLen(rows, {"train": 120, "test": 60}[split])
+      offered = collections.Counter((len(calls(r)), len(r["tools"])) for r in rows)
+      single = {n for n_calls, n in offered if n_calls == 1}
+      self.assertEqual(single, {2, 3}, offered)  # the called tool plus 1 or 2 others
+      self.assertEqual({n for n_calls, n in offered if n_calls == 2}, {3, 4}, offered)
+      self.assertEqual({n for n_calls, n in offered if n_calls == 0}, {1, 2}, offered)
+      for row in rows:
+        specs = {t["function"]["name"]: t["function"]["parameters"] for t in row["tools"]}
+        for call in calls(row):
+          self.assertEqual(schema_errors(call["arguments"], specs[call["name"]]), [], call)
+          self.assertNotIn("error", tooldata.TOOLS[call["name"]].run(call["arguments"]))
+      short = (tmp / "short" / f"{split}.jsonl").stat().st_size
+      self.assertLess(short, 0.85 * (tmp / "default" / f"{split}.jsonl").stat().st_size)
+    self._assert_one_line_error(
+        testutil.run_module("launch.tool_data", f"--output_dir={tmp / 'bad'}",
+                            "--distractors=3,1", *args),
+        r"^error: --distractors must be MIN,MAX with 0 <= MIN <= MAX, got '3,1'")
+    self.assertFalse((tmp / "bad").exists())
 
 
 if __name__ == "__main__":
