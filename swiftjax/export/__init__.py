@@ -29,18 +29,21 @@ from swiftjax import models
 from swiftjax import tokenizer as tok_lib
 from swiftjax.export import gguf_writer
 from swiftjax.export import hf
+from swiftjax.export import quantized
 from swiftjax.lora import ia3
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
 from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
-__all__ = ["ExportResult", "export", "gguf_writer", "hf", "merge_adapters", "QUANT_METHODS"]
+__all__ = ["ExportResult", "export", "gguf_writer", "hf", "merge_adapters", "quantized",
+           "QUANT_METHODS"]
 
-# Quantization for `export(quant_method=...)`: name -> fn(cfg, params, tokenizer) returning
-# `(params with quantized weight kinds, quantization_config for config.json)`. Each weight kind
-# registers how it is stored with `hf.register_kind_writer`. None are registered yet.
-QUANT_METHODS: dict[str, Callable[[ModelConfig, Any, Any], tuple[Any, dict]]] = {}
+# Quantization for `export(quant_method=..., quant_options=...)`: name ->
+# fn(cfg, params, tokenizer, **quant_options) returning `(params with quantized weight kinds,
+# quantization_config for config.json)`. Each weight kind registers how it is stored with
+# `hf.register_kind_writer`. `quantized` registers `rtn` and `gptq` (GPTQ checkpoint layout).
+QUANT_METHODS: dict[str, Callable[..., tuple[Any, dict]]] = dict(quantized.QUANT_METHODS)
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 _PEFT_PREFIX = "base_model.model."
@@ -198,6 +201,7 @@ def export(output_dir: str | pathlib.Path, model: str | pathlib.Path | None = No
            adapters: Sequence[str | pathlib.Path] = (), *, dtype: str = "float32",
            to_gguf: str | None = None, max_shard_size: str | int = "5GB",
            overwrite: bool = False, quant_method: str | None = None,
+           quant_options: dict[str, Any] | None = None,
            progress: Callable[[str], None] | None = None) -> ExportResult:
   """Loads a model, merges adapters and writes a Hugging Face directory (and a GGUF file).
 
@@ -213,6 +217,8 @@ def export(output_dir: str | pathlib.Path, model: str | pathlib.Path | None = No
     max_shard_size: safetensors files larger than this are split (e.g. `5GB`, `500MB`).
     overwrite: replace an existing non-empty `output_dir`.
     quant_method: a key of `QUANT_METHODS` (weight quantization before writing).
+    quant_options: keyword arguments of that method (for `rtn`/`gptq`: `bits`, `group_size`,
+      `calibration_texts`, `calibration_samples`; see `quantized.quantize_for_export`).
     progress: called with a short line at each stage.
 
   Returns:
@@ -233,6 +239,10 @@ def export(output_dir: str | pathlib.Path, model: str | pathlib.Path | None = No
   if quant_method is not None and quant_method not in QUANT_METHODS:
     raise errors.ConfigError(f"quant_method {quant_method!r} is not available (available: "
                              f"{', '.join(QUANT_METHODS) or 'none yet'})")
+  quant_options = dict(quant_options or {})
+  if quant_method in quantized.QUANT_METHODS:
+    quantized.check_options(quant_method, quant_options.get("bits", 4),
+                            quant_options.get("group_size", 128))
   hf.parse_size(max_shard_size)
   check_output_dir(output_dir, overwrite)
   for d in adapters:
@@ -265,7 +275,8 @@ def export(output_dir: str | pathlib.Path, model: str | pathlib.Path | None = No
   quantization_config = None
   if quant_method is not None:
     say(f"quantizing ({quant_method})")
-    params, quantization_config = QUANT_METHODS[quant_method](cfg, params, tokenizer)
+    params, quantization_config = QUANT_METHODS[quant_method](cfg, params, tokenizer,
+                                                               **quant_options)
 
   output_dir = pathlib.Path(output_dir)
   gguf_path = None
