@@ -374,9 +374,9 @@ def _react_messages(text: str) -> list[dict]:
 # glaive / ShareGPT and hermes.
 
 
-def from_glaive(row: dict) -> dict:
-  """A ShareGPT row with `function_call`/`observation` turns and a `tools` (JSON string) key."""
-  messages = formats.messages_of(row, "sharegpt")
+def _with_parsed_calls(messages: list[dict], row: dict) -> dict:
+  """`messages` with every tool_call content parsed to `{"name", "arguments"}`, and the row's
+  tools normalised."""
   for i, m in enumerate(messages):
     if m["role"] == "tool_call":
       try:
@@ -384,6 +384,12 @@ def from_glaive(row: dict) -> dict:
       except ValueError as e:
         raise ValueError(f"message {i}: {e}") from None
   return {"messages": messages, "tools": normalize_tools(row.get("tools"))}
+
+
+def from_glaive(row: dict) -> dict:
+  """A ShareGPT row with `function_call`/`observation` turns and a `tools` (JSON string) key."""
+  messages = formats.messages_of(row, "sharegpt")
+  return _with_parsed_calls(messages, row)
 
 
 _HERMES_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant",
@@ -532,10 +538,4 @@ def to_messages(row: Any, fmt: str | None = None) -> dict:
   if fmt is not None and fmt not in formats.FORMATS:
     raise ValueError(f"format {fmt!r} is not one of {', '.join(AGENT_FORMATS + formats.FORMATS)}")
   messages = formats.messages_of(row, fmt if fmt in formats.FORMATS else None)
-  for i, m in enumerate(messages):
-    if m["role"] == "tool_call":
-      try:
-        messages[i] = _call_message(m["content"], _loss(m))
-      except ValueError as e:
-        raise ValueError(f"message {i}: {e}") from None
-  return {"messages": messages, "tools": normalize_tools(row.get("tools"))}
+  return _with_parsed_calls(messages, row)

@@ -126,7 +126,13 @@ def iter_records(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:
     i = _WS.match(text, i + 1).end()
 
 
-def _rows(path, parse, limit: int | None) -> list:
+def parse_rows(path, parse, limit: int | None = None) -> list:
+  """`parse(where, row)` for each JSON-object row of `path` (at most `limit`).
+
+  Raises:
+    RowError: a row that is not an object or that `parse` rejects (KeyError, ValueError,
+      TypeError), naming `file:line`; or a file without rows.
+  """
   out = []
   for where, row in iter_records(path):
     if limit is not None and len(out) >= limit:
@@ -198,7 +204,7 @@ def read_llm_adapters(path: str | pathlib.Path, task: str,
     context = f"Question: {question}\nAnswer:"
     return MCItem(where, (context,) * len(choices), tuple(" " + c for c in choices), label)
 
-  return _rows(path, parse, limit)
+  return parse_rows(path, parse, limit)
 
 
 def read_mmlu(path: str | pathlib.Path, limit: int | None = None) -> list[MCItem]:
@@ -215,7 +221,7 @@ def read_mmlu(path: str | pathlib.Path, limit: int | None = None) -> list[MCItem
     return MCItem(where, (prompt,) * len(letters), tuple(" " + l for l in letters),
                   letters.index(answer), group=row.get("subject"))
 
-  return _rows(path, parse, limit)
+  return parse_rows(path, parse, limit)
 
 
 def read_gsm8k(path: str | pathlib.Path, limit: int | None = None) -> list[GenItem]:
@@ -229,7 +235,7 @@ def read_gsm8k(path: str | pathlib.Path, limit: int | None = None) -> list[GenIt
       raise ValueError(f"no number after '####' in {answer.rsplit('####', 1)[1].strip()!r}")
     return GenItem(where, question, reference)
 
-  return _rows(path, parse, limit)
+  return parse_rows(path, parse, limit)
 
 
 def read_documents(path: str | pathlib.Path, limit: int | None = None) -> list[Document]:
@@ -251,4 +257,4 @@ def read_documents(path: str | pathlib.Path, limit: int | None = None) -> list[D
     return Document(where, messages=[{"role": m["role"], "content": m["content"]}
                                      for m in messages])
 
-  return _rows(path, parse, limit)
+  return parse_rows(path, parse, limit)

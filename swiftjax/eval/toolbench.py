@@ -131,25 +131,6 @@ def reference_of(where: str, row: Any) -> Reference:
                    actions.reference_action(messages))
 
 
-def _read(path: str | pathlib.Path, parse: Callable[[str, Any], Any],
-          limit: int | None) -> list:
-  out = []
-  for where, row in readers.iter_records(path):
-    if limit is not None and len(out) >= limit:
-      break
-    try:
-      if not isinstance(row, dict):
-        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
-      out.append(parse(where, row))
-    except KeyError as e:
-      raise RowError(f"{where}: missing key {e}") from None
-    except (ValueError, TypeError) as e:
-      raise RowError(f"{where}: {e}") from None
-  if not out:
-    raise RowError(f"{readers.resolve(path)}: no rows")
-  return out
-
-
 def read_references(path: str | pathlib.Path, limit: int | None = None) -> list[Reference]:
   """Reads reference rows (JSONL, or a JSON list) in place; `limit` keeps the first ones.
 
@@ -157,7 +138,7 @@ def read_references(path: str | pathlib.Path, limit: int | None = None) -> list[
     SwiftJaxError: the file does not exist.
     RowError: a malformed row, naming `file:line`; or no rows.
   """
-  return _read(path, reference_of, limit)
+  return readers.parse_rows(path, reference_of, limit)
 
 
 def read_predictions(path: str | pathlib.Path, expected: int | None = None) -> list[str]:
@@ -176,7 +157,7 @@ def read_predictions(path: str | pathlib.Path, expected: int | None = None) -> l
       raise ValueError("expected {\"response\": <string>}")
     return row["response"]
 
-  out = _read(path, parse, None)
+  out = readers.parse_rows(path, parse)
   if expected is not None and len(out) != expected:
     raise RowError(f"{readers.resolve(path)}: {len(out)} predictions for {expected} "
                    "references (one {\"response\": ...} line per reference, in order)")
