@@ -110,18 +110,55 @@ _CORPUS = ("the cat sat on the mat . the dog ate the bone . a bird can sing a so
            "what is the capital of france ? paris is the capital of france .")
 
 
+def _tiny_bpe(vocab_size: int, specials: list[str]):
+  """A byte-level BPE learnt on `_CORPUS`, the same every run.
+
+  The `tokenizers` trainer breaks ties between equally frequent pairs (and orders its initial
+  alphabet) by hash order, so its vocabulary changed from run to run and so did every test that
+  trains on it. Here ties go to the lexicographically smallest pair.
+  """
+  import collections  # pylint: disable=g-import-not-at-top
+  import tokenizers  # pylint: disable=g-import-not-at-top
+  pre = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+  words = collections.Counter(w for w, _ in pre.pre_tokenize_str(_CORPUS))
+  used = sorted({c for w in words for c in w})
+  rest = [c for c in sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet()) if c not in used]
+  vocab = {t: i for i, t in enumerate(specials + used + rest[:100 - len(used)])}
+  pieces = {w: list(w) for w in words}
+  merges = []
+  while len(vocab) < vocab_size:
+    counts = collections.Counter()
+    for w, n in words.items():
+      for pair in zip(pieces[w], pieces[w][1:]):
+        counts[pair] += n
+    if not counts:
+      break
+    best = min(counts, key=lambda pair: (-counts[pair], pair))
+    merges.append(best)
+    vocab[best[0] + best[1]] = len(vocab)
+    for w, toks in pieces.items():
+      out, i = [], 0
+      while i < len(toks):
+        if i + 1 < len(toks) and (toks[i], toks[i + 1]) == best:
+          out.append(best[0] + best[1])
+          i += 2
+        else:
+          out.append(toks[i])
+          i += 1
+      pieces[w] = out
+  return tokenizers.models.BPE(vocab=vocab, merges=merges, unk_token="<unk>")
+
+
 def save_tiny_tokenizer(directory, vocab_size: int = 128):
-  """Trains a byte-level BPE of `vocab_size` tokens on a tiny corpus and saves it (with a chat
-  template) next to a tiny model, making a complete local Hugging Face directory."""
+  """Saves a byte-level BPE of `vocab_size` tokens learnt on a tiny corpus (identical every run),
+  with a chat template, next to a tiny model, making a complete local Hugging Face directory."""
   import tokenizers  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token="<unk>"))
+  specials = ["<pad>", "<s>", "</s>", "<unk>"]
+  tok = tokenizers.Tokenizer(_tiny_bpe(vocab_size, specials))
+  tok.add_special_tokens(specials)
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
-  trainer = tokenizers.trainers.BpeTrainer(
-      vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-      initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet()[:100])
-  tok.train_from_iterator([_CORPUS] * 10, trainer)
   fast = transformers.PreTrainedTokenizerFast(
       tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
       unk_token="<unk>")

@@ -352,7 +352,7 @@ def read_gptq(directory: str | pathlib.Path) -> tuple[ModelConfig, Any]:
   if bits not in BITS:
     raise errors.CheckpointError(f"{config_path}: bits {bits} is not supported (4 or 8)")
   group_size = int(qc.get("group_size", -1))
-  files = safetensors_loader._tensor_files(directory)  # pylint: disable=protected-access
+  files = safetensors_loader.tensor_files(directory)
   handles: dict[pathlib.Path, Any] = {}
 
   def get(name: str) -> np.ndarray:

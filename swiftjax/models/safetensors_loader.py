@@ -8,7 +8,6 @@ import json
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,7 +30,7 @@ def read_config(directory: pathlib.Path) -> ModelConfig:
   return ModelConfig.from_hf_dict(d)
 
 
-def _tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
+def tensor_files(directory: pathlib.Path) -> dict[str, pathlib.Path]:
   """Maps every tensor name to the safetensors file that holds it (using the index if sharded)."""
   index = directory / "model.safetensors.index.json"
   if index.is_file():
@@ -78,17 +77,44 @@ def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
       (both shapes given).
     ConfigError: unsupported `model_type`.
   """
-  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
   directory = pathlib.Path(directory)
   cfg = read_config(directory)
-  files = _tensor_files(directory)
+  return cfg, read_tensors(directory, decoder.hf_tensor_names(cfg),
+                           decoder.param_shapes(cfg, dtype), dtype, shardings)
+
+
+TensorTable = dict[str, tuple[tuple[str, ...], int | None, bool]]
+
+
+def read_tensors(directory: str | pathlib.Path, table: TensorTable, shapes: Any,
+                 dtype: Any = jnp.float32, shardings: Any = None,
+                 files: dict[str, pathlib.Path] | None = None) -> dict:
+  """Reads the tensors `table` names from a checkpoint directory into a nested param tree.
+
+  Any model made of parts (a multimodal model's vision tower, projector and language model)
+  loads through this with its own table.
+
+  Args:
+    directory: a directory of `*.safetensors` files (with the index when sharded).
+    table: Hugging Face tensor name -> `(param path, layer index or None, transpose)`; entries
+      with a layer index fill one slice of a stacked `[L, ...]` parameter.
+    shapes: nested tree of `jax.ShapeDtypeStruct` covering every path in `table`.
+    dtype: parameter dtype.
+    shardings: optional tree of `NamedSharding` like `shapes`.
+    files: tensor name -> file, when the caller already listed the directory.
+
+  Returns:
+    The nested parameter tree (only the paths `table` names).
+  """
+  from safetensors import safe_open  # pylint: disable=g-import-not-at-top
+  directory = pathlib.Path(directory)
+  files = tensor_files(directory) if files is None else files
   np_dtype = jnp.dtype(dtype)
   by_path: dict[tuple[str, ...], list] = {}
-  for name, (path, layer, transpose) in decoder.hf_tensor_names(cfg).items():
+  for name, (path, layer, transpose) in table.items():
     if name not in files:
       raise errors.CheckpointError(f"{directory}: checkpoint lacks tensor {name!r}")
     by_path.setdefault(path, []).append((name, layer, transpose))
-  shapes = decoder.param_shapes(cfg, dtype)
   handles: dict[pathlib.Path, Any] = {}
   flat = {}
   try:
@@ -122,7 +148,7 @@ def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
       del buf
   finally:
     handles.clear()
-  return cfg, decoder.nest(flat)
+  return decoder.nest(flat)
 
 
 def _at(tree: Any, path: tuple[str, ...]) -> Any:
