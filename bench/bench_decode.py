@@ -13,10 +13,11 @@ before it).
 import json
 import subprocess
 import sys
-import time
 
 from absl import app
 from absl import flags
+
+from bench import timing
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,20 +29,10 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (best is kept).")
 _THREADS = flags.DEFINE_integer("torch_threads", 0, "torch threads (0: torch's default).")
 
 
-def _best(fn, repeats):
-  fn()  # warm-up / compile
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
-
-
 def read_bandwidth_gbs(repeats: int = 5) -> float:
   x = jnp.ones((512 * 2**20 // 4,), jnp.float32)
   f = jax.jit(jnp.sum)
-  t = _best(lambda: f(x).block_until_ready(), repeats)
+  t = timing.best_time(lambda: f(x).block_until_ready(), repeats)
   return x.nbytes / t / 1e9
 
 
@@ -85,7 +76,7 @@ def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
   jax.block_until_ready(params)
   tokens = jnp.asarray(prompts[:1])
   fwd = jax.jit(lambda p, t: decoder.apply(p, t, cfg, compute_dtype=cdt))
-  t = _best(lambda: fwd(params, tokens)[0].block_until_ready(), repeats)
+  t = timing.best_time(lambda: fwd(params, tokens)[0].block_until_ready(), repeats)
   res["prefill_tok_s"] = tokens.size / t
   for batch in (1, 8):
     rows = [list(p[:16]) for p in prompts[:batch]]
@@ -94,8 +85,8 @@ def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
       return gen.generate(params, cfg, rows, gen.SamplingConfig(max_new_tokens=n), eos_ids=[-1],
                           compute_dtype=cdt)
 
-    t1 = _best(lambda: run(1), repeats)
-    tn = _best(lambda: run(new_tokens), repeats)
+    t1 = timing.best_time(lambda: run(1), repeats)
+    tn = timing.best_time(lambda: run(new_tokens), repeats)
     res[f"decode_b{batch}_tok_s"] = (new_tokens - 1) * batch / (tn - t1)
   return res
 
@@ -112,7 +103,7 @@ def transformers_rates(path, prompts, new_tokens, repeats):
   res = {"torch_threads": torch.get_num_threads()}
   tokens = torch.as_tensor(prompts[:1])
   with torch.inference_mode():
-    t = _best(lambda: model(tokens), repeats)
+    t = timing.best_time(lambda: model(tokens), repeats)
     res["prefill_tok_s"] = tokens.numel() / t
     for batch in (1, 8):
       rows = torch.as_tensor([list(p[:16]) for p in prompts[:batch]])
@@ -121,8 +112,8 @@ def transformers_rates(path, prompts, new_tokens, repeats):
         model.generate(rows, attention_mask=torch.ones_like(rows), max_new_tokens=n,
                        min_new_tokens=n, do_sample=False, pad_token_id=0)
 
-      t1 = _best(lambda: run(1), repeats)
-      tn = _best(lambda: run(new_tokens), repeats)
+      t1 = timing.best_time(lambda: run(1), repeats)
+      tn = timing.best_time(lambda: run(new_tokens), repeats)
       res[f"decode_b{batch}_tok_s"] = (new_tokens - 1) * batch / (tn - t1)
   return res
 

@@ -30,6 +30,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from absl import app
 from absl import flags
+
+from bench import timing
 import jax
 
 _MODEL = flags.DEFINE_string("model", None,
@@ -48,24 +50,14 @@ _ACT_ORDER = flags.DEFINE_bool("act_order", True, "GPTQ with act-order (static g
 _OUT_JSON = flags.DEFINE_string("out_json", None, "Write the results here too.")
 
 
-def _best(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return min(times)
-
-
 def decode_rate(params, cfg, prompt, new_tokens, repeats):
   from swiftjax import generate as gen  # pylint: disable=g-import-not-at-top
 
   def run(n):
     return gen.generate(params, cfg, [prompt], gen.SamplingConfig(max_new_tokens=n),
                         eos_ids=[-1])
-  t1 = _best(lambda: run(1), repeats)
-  tn = _best(lambda: run(new_tokens), repeats)
+  t1 = timing.best_time(lambda: run(1), repeats)
+  tn = timing.best_time(lambda: run(new_tokens), repeats)
   return (new_tokens - 1) / (tn - t1)
 
 
