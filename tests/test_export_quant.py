@@ -150,6 +150,27 @@ class ExportQuantTest(parameterized.TestCase):
     self.assertGreater(diff, 0)
     self.assertLess(diff, 0.5 * float(jnp.max(jnp.abs(ref))))
 
+  def test_from_pretrained_reads_a_gptq_directory(self):
+    qp, _, out = self._export(4, "fp_gptq")
+    cfg, back = models.from_pretrained(out)
+    self.assertIsInstance(back["layers"]["mlp"]["down_proj"]["kernel"], int4.Int4Weight)
+    want, _ = decoder.apply(qp, self.tokens, self.cfg)
+    got, _ = decoder.apply(back, self.tokens, cfg)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # Unquantized weights follow the requested dtype; the packed kernels stay as they are.
+    _, half = models.from_pretrained(out, "bfloat16")
+    self.assertEqual(half["norm"]["scale"].dtype, jnp.bfloat16)
+    self.assertIsInstance(half["layers"]["mlp"]["down_proj"]["kernel"], int4.Int4Weight)
+    # Another quantization method is named, not misread as missing tensors.
+    config = json.loads((out / "config.json").read_text())
+    config["quantization_config"]["quant_method"] = "awq"
+    awq = pathlib.Path(self.tmp.name) / "awq"
+    awq.mkdir()
+    (awq / "config.json").write_text(json.dumps(config))
+    with self.assertRaisesRegex(Exception, r"config\.json: quantization_config\.quant_method "
+                                r"'awq' is not supported"):
+      models.from_pretrained(awq)
+
   def test_gptq_with_real_calibration_texts(self):
     data = testutil.require_shared("llamafactory", "data", "alpaca_en_demo.json")
     texts = quantized.read_texts(data)

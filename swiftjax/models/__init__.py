@@ -4,6 +4,7 @@
     logits, _ = swiftjax.models.decoder.apply(params, tokens, cfg)
 """
 
+import json
 import pathlib
 from typing import Any, Sequence
 
@@ -62,6 +63,13 @@ def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32, *,
   if p.suffix == ".gguf":
     return gguf_loader.load(p, dtype, shardings_for(gguf_loader.read_config))
   if p.is_dir():
+    method = _quant_method(p)
+    if method == "gptq":
+      return _load_gptq(p, dtype, mesh)
+    if method is not None:
+      raise errors.CheckpointError(
+          f"{p / 'config.json'}: quantization_config.quant_method {method!r} is not supported "
+          "(supported: gptq, as `launch.export --quant_method` writes)")
     return safetensors_loader.load(p, dtype, shardings_for(safetensors_loader.read_config))
   if p.exists():
     raise errors.CheckpointError(f"{p} is neither a .gguf file nor a checkpoint directory")
@@ -75,3 +83,26 @@ def from_pretrained(path: str | pathlib.Path, dtype: Any = jnp.float32, *,
       raise errors.CheckpointError(f"cannot fetch {path} from the hub: {e}") from None
     return from_pretrained(local, dtype, mesh=mesh, rules=rules)
   raise errors.CheckpointError(f"model path {path} does not exist")
+
+
+def _quant_method(directory: pathlib.Path) -> str | None:
+  """`quantization_config.quant_method` of a checkpoint directory, or None (a missing or
+  unreadable config.json is left for the loader to report)."""
+  try:
+    config = json.loads((directory / "config.json").read_text())
+  except (OSError, json.JSONDecodeError):
+    return None
+  qc = config.get("quantization_config") if isinstance(config, dict) else None
+  return str(qc.get("quant_method")) if isinstance(qc, dict) else None
+
+
+def _load_gptq(directory: pathlib.Path, dtype: Any, mesh: Any) -> tuple[ModelConfig, dict]:
+  """A GPTQ v1 directory: packed kernels stay quantized (`Int4Weight` / `Int8Weight`); the
+  other weights are cast to `dtype`."""
+  if mesh is not None:
+    raise errors.ConfigError(f"{directory}: GPTQ checkpoints load on one device only "
+                             "(no mesh)")
+  from swiftjax.export import quantized  # pylint: disable=g-import-not-at-top  (export imports us)
+  cfg, params = quantized.read_gptq(directory)
+  cast = lambda x: x.astype(dtype) if isinstance(x, jax.Array) else x
+  return cfg, jax.tree.map(cast, params, is_leaf=lambda x: not isinstance(x, dict))
