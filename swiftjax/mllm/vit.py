@@ -156,8 +156,8 @@ def _rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 
 
 def encode(params: Params, x: jax.Array, cfg: VitConfig, *, num_layers: int | None = None,
-           segment_ids: jax.Array | None = None, rope_angles: jax.Array | None = None,
-           compute_dtype: Any = None) -> jax.Array:
+           segment_ids: jax.Array | None = None, key_mask: jax.Array | None = None,
+           rope_angles: jax.Array | None = None, compute_dtype: Any = None) -> jax.Array:
   """Runs the first `num_layers` encoder layers (all by default).
 
   Args:
@@ -168,6 +168,8 @@ def encode(params: Params, x: jax.Array, cfg: VitConfig, *, num_layers: int | No
       `cfg.num_layers - 1`).
     segment_ids: `[B, N]` int; tokens attend only to tokens with the same id (several images
       packed into one sequence, as Qwen2-VL's `cu_seqlens`).
+    key_mask: `[B, N]` bool; False keys are attended by no one (padding patches, as
+      transformers' SigLIP attention mask: padded queries still attend to the valid keys).
     rope_angles: `[B, N, head_dim // 2]` rotary angles applied to q and k (Qwen2-VL's 2D RoPE;
       the angles are repeated over the two halves of each head, Hugging Face's layout).
     compute_dtype: activation dtype (default: `x.dtype`).
@@ -184,6 +186,9 @@ def encode(params: Params, x: jax.Array, cfg: VitConfig, *, num_layers: int | No
   allowed = None
   if segment_ids is not None:
     allowed = (segment_ids[:, :, None] == segment_ids[:, None, :])[:, None]  # [B, 1, N, N]
+  if key_mask is not None:
+    keys = key_mask[:, None, None, :]
+    allowed = keys if allowed is None else allowed & keys
   if rope_angles is not None:
     angles = jnp.concatenate([rope_angles, rope_angles], axis=-1).astype(jnp.float32)
     cos, sin = jnp.cos(angles), jnp.sin(angles)

@@ -21,6 +21,9 @@ class ModelConfig:
     head_dim: per-head width (usually D // H).
     rope_theta: RoPE base frequency.
     rope_scaling: Hugging Face `rope_scaling` as a tuple of (key, value) pairs, or None.
+    mrope_section: multimodal RoPE (Qwen2-VL): how many of the head_dim // 2 rotary
+      frequencies follow the temporal, height and width position (positions `[3, B, T]`);
+      None for plain RoPE.
     rms_norm_eps: epsilon of RMSNorm.
     tie_word_embeddings: the LM head reuses the embedding table.
     max_position_embeddings: longest context the model was trained for.
@@ -49,6 +52,7 @@ class ModelConfig:
   head_dim: int = 128
   rope_theta: float = 10000.0
   rope_scaling: tuple[tuple[str, Any], ...] | None = None
+  mrope_section: tuple[int, ...] | None = None
   rms_norm_eps: float = 1e-6
   tie_word_embeddings: bool = False
   max_position_embeddings: int = 4096
@@ -77,6 +81,9 @@ class ModelConfig:
       if getattr(self, name) <= 0:
         raise errors.ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
+    if self.mrope_section is not None and sum(self.mrope_section) != self.head_dim // 2:
+      raise errors.ConfigError(f"mrope_section {self.mrope_section} does not sum to head_dim // 2 "
+                               f"= {self.head_dim // 2}")
     if self.layer_windows is not None and len(self.layer_windows) != self.num_layers:
       raise errors.ConfigError(f"layer_windows has {len(self.layer_windows)} entries for "
                                f"{self.num_layers} layers")
@@ -111,6 +118,11 @@ class ModelConfig:
       # write `rope_theta` and `rope_scaling` at the top level. Both are read.
       rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
       rope_theta = float(rope.pop("rope_theta", d.get("rope_theta", 10000.0)))
+      # Qwen2-VL's multimodal RoPE: plain frequencies, split over 3 position axes (older
+      # configs say `type: mrope`, transformers >= 5 `rope_type: default`).
+      mrope = rope.pop("mrope_section", None)
+      if mrope is not None and rope.get("type") == "mrope":
+        rope.pop("type")
       rope_scaling = None
       if rope and rope.get("rope_type", rope.get("type", "default")) != "default":
         rope_scaling = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
@@ -126,6 +138,7 @@ class ModelConfig:
           head_dim=int(d.get("head_dim") or hidden // heads),
           rope_theta=rope_theta,
           rope_scaling=rope_scaling,
+          mrope_section=tuple(int(n) for n in mrope) if mrope is not None else None,
           rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
           tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
           max_position_embeddings=int(d.get("max_position_embeddings", 4096)),

@@ -33,6 +33,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from swiftjax import errors
 from swiftjax.linear import embedding_lookup
@@ -179,9 +180,22 @@ def rope_frequencies(cfg: ModelConfig) -> jax.Array:
                            "(supported: default, linear, llama3)")
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-  """Rotates `x [B, T, N, hd]` by `positions [B, T]` (half-split layout, as Hugging Face)."""
-  angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, hd/2]
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array,
+               mrope_section: tuple[int, ...] | None = None) -> jax.Array:
+  """Rotates `x [B, T, N, hd]` by `positions [B, T]` (half-split layout, as Hugging Face).
+
+  Multimodal RoPE (Qwen2-VL): with `positions [3, B, T]` (temporal, height, width) the first
+  `mrope_section[0]` frequencies turn with the temporal position, the next `mrope_section[1]`
+  with the height and the rest with the width.
+  """
+  if positions.ndim == 3:
+    if not mrope_section:
+      raise ValueError("positions of shape [3, B, T] need a config with mrope_section")
+    axis = np.repeat(np.arange(len(mrope_section)) % 3, mrope_section)  # [hd/2]
+    per_freq = jnp.moveaxis(positions[axis], 0, -1)  # [B, T, hd/2]
+    angles = per_freq.astype(jnp.float32) * inv_freq
+  else:
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, hd/2]
   cos = jnp.cos(angles)[:, :, None, :]
   sin = jnp.sin(angles)[:, :, None, :]
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
@@ -264,7 +278,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     cfg: the model config.
     mask: `[B, T]` bool, False on padding tokens (left padding for batched generation).
     positions: `[B, T]` int positions for RoPE; by default counted over non-padding tokens
-      (continuing from `cache["next_pos"]` when a cache is given).
+      (continuing from `cache["next_pos"]` when a cache is given). `[3, B, T]` (temporal,
+      height, width) for multimodal RoPE when `cfg.mrope_section` is set.
     cache: KV cache from `init_cache`; the T new tokens are written at slots
       `[end, end + T)` and attend to every valid earlier slot.
     compute_dtype: dtype of activations and matmuls (default: the embedding's dtype).
@@ -345,8 +360,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     if cfg.qk_norm:
       q = norm(a, "q_norm", q)
       k = norm(a, "k_norm", k)
-    q = apply_rope(q, positions, inv_freq)
-    k = apply_rope(k, positions, inv_freq)
+    q = apply_rope(q, positions, inv_freq, cfg.mrope_section)
+    k = apply_rope(k, positions, inv_freq, cfg.mrope_section)
     if k_cache is not None:
       # The whole cache rides in the scan carry and is updated in place (no per-step copy).
       k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
