@@ -7,6 +7,13 @@ r"""Supervised fine-tuning (LoRA by default) of an LLM on JSON/JSONL conversatio
 Without --model the embedded SmolLM2-135M-Instruct is fine-tuned. Flags are named as
 ms-swift names them (`--train_type` and `--sft_type` are aliases of `--tuner_type`). The run
 writes `adapter/` (PEFT format), `checkpoints/` (Orbax) and `summary.json` to --output_dir.
+
+A multimodal model directory (LLaVA, Idefics3, Qwen2-VL: its config.json has a vision config)
+trains on rows with `<image>` placeholders and an `images` list; the tuner acts on the language
+model, `--freeze_vit=false` / `--freeze_aligner=false` train the vision tower / projector in
+full (at `--vit_lr` / `--aligner_lr`), saved next to the adapters:
+
+  python -m launch.sft --model=path/to/llava --dataset=vqa.jsonl --freeze_aligner=false
 """
 
 import json
@@ -24,13 +31,39 @@ _AGENT_TEMPLATE = flags.DEFINE_enum(
     "agent_template", None, ["react", "toolbench", "hermes"],
     "Render tools and tool calls with this agent template (default: the chat template's own).")
 
+_FREEZE_VIT = flags.DEFINE_bool("freeze_vit", True,
+                                "Multimodal models: keep the vision tower frozen.")
+_FREEZE_ALIGNER = flags.DEFINE_bool("freeze_aligner", True, "Multimodal models: keep the "
+                                    "projector (aligner) frozen.")
+_VIT_LR = flags.DEFINE_float("vit_lr", None, "Multimodal models: the unfrozen vision tower's peak "
+                             "learning rate (default: --learning_rate).", lower_bound=0.0)
+_ALIGNER_LR = flags.DEFINE_float("aligner_lr", None, "Multimodal models: the unfrozen projector's "
+                                 "peak learning rate (default: --learning_rate).",
+                                 lower_bound=0.0)
+_MULTIMODAL_FLAGS = ("freeze_vit", "freeze_aligner", "vit_lr", "aligner_lr")
+
 
 def main(argv):
   del argv
+  from swiftjax import errors  # pylint: disable=g-import-not-at-top
   from swiftjax import trainer  # pylint: disable=g-import-not-at-top
-  cfg = trainer.TrainConfig(**train_flags.config_kwargs(), packing=_PACKING.value,
-                            loss_scale=_LOSS_SCALE.value, agent_template=_AGENT_TEMPLATE.value)
-  summary = trainer.train(cfg, train_flags.output_dir("sft"), resume=train_flags.RESUME.value)
+  from swiftjax.mllm import train as mllm_train  # pylint: disable=g-import-not-at-top
+  kwargs = dict(**train_flags.config_kwargs(), packing=_PACKING.value,
+                loss_scale=_LOSS_SCALE.value, agent_template=_AGENT_TEMPLATE.value)
+  out = train_flags.output_dir("sft")
+  if mllm_train.is_multimodal_dir(train_flags.MODEL.value):
+    cfg = mllm_train.MllmTrainConfig(
+        **kwargs, freeze_vit=_FREEZE_VIT.value, freeze_aligner=_FREEZE_ALIGNER.value,
+        vit_lr=_VIT_LR.value, aligner_lr=_ALIGNER_LR.value)
+    summary = mllm_train.train(cfg, out, resume=train_flags.RESUME.value)
+  else:
+    given = [f"--{n}" for n in _MULTIMODAL_FLAGS if flags.FLAGS[n].present]
+    if given:
+      raise errors.ConfigError(f"{', '.join(given)} only apply to multimodal models; "
+                               f"{train_flags.MODEL.value or 'the embedded model'} is a text "
+                               "model")
+    cfg = trainer.TrainConfig(**kwargs)
+    summary = trainer.train(cfg, out, resume=train_flags.RESUME.value)
   brief = {k: v for k, v in summary.items() if k != "log"}
   print(json.dumps(brief, indent=2))
 

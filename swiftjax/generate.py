@@ -80,22 +80,24 @@ def sample_logits(logits: jax.Array, rng: jax.Array, seen: jax.Array,
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype"),
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype", "apply_fn"),
                    donate_argnames=("cache",))
-def _prefill(params, tokens, mask, cache, rng, cfg, sampling, compute_dtype):
-  logits, cache = decoder.apply(params, tokens, cfg, mask=mask, cache=cache,
-                              compute_dtype=compute_dtype, last_only=True)
-  seen = jnp.zeros((tokens.shape[0], cfg.vocab_size), bool)
+def _prefill(params, tokens, mask, cache, rng, cfg, sampling, compute_dtype,
+             apply_fn=decoder.apply, inputs=None):
+  logits, cache = apply_fn(params, tokens, cfg, mask=mask, cache=cache,
+                           compute_dtype=compute_dtype, last_only=True, **(inputs or {}))
+  seen = jnp.zeros((tokens.shape[0], logits.shape[-1]), bool)
   seen = seen.at[jnp.arange(tokens.shape[0])[:, None], tokens].max(mask)
   token = sample_logits(logits[:, -1], rng, seen, sampling)
   return token, cache, seen.at[jnp.arange(tokens.shape[0]), token].set(True)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype"),
+@functools.partial(jax.jit, static_argnames=("cfg", "sampling", "compute_dtype", "apply_fn"),
                    donate_argnames=("cache", "seen"))
-def _decode_step(params, token, cache, seen, rng, cfg, sampling, compute_dtype):
-  logits, cache = decoder.apply(params, token[:, None], cfg, cache=cache,
-                              compute_dtype=compute_dtype, last_only=True)
+def _decode_step(params, token, cache, seen, rng, cfg, sampling, compute_dtype,
+                 apply_fn=decoder.apply):
+  logits, cache = apply_fn(params, token[:, None], cfg, cache=cache,
+                           compute_dtype=compute_dtype, last_only=True)
   token = sample_logits(logits[:, -1], rng, seen, sampling)
   return token, cache, seen.at[jnp.arange(token.shape[0]), token].set(True)
 
@@ -105,7 +107,9 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
              eos_ids: Sequence[int] = (), compute_dtype: Any = None,
              on_tokens: Callable[[np.ndarray], None] | None = None,
              stop_fn: Callable[[int, list[int]], bool] | None = None,
-             mesh: jax.sharding.Mesh | None = None) -> list[list[int]]:
+             mesh: jax.sharding.Mesh | None = None, apply_fn: Callable[..., Any] | None = None,
+             apply_cfg: Any = None, prefill_inputs: dict[str, Any] | None = None
+             ) -> list[list[int]]:
   """Generates continuations for a batch of token-id prompts.
 
   Args:
@@ -123,6 +127,15 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     mesh: lay the KV cache and the token batch out on this mesh (batch over `data`/`fsdp`,
       KV heads over `tensor`, by `swiftjax.sharding.DEFAULT_RULES`); use with params sharded
       on the same mesh.
+    apply_fn: the model to run instead of `decoder.apply`, with its signature
+      (`apply_fn(params, tokens, apply_cfg, mask=, cache=, compute_dtype=, last_only=,
+      **prefill_inputs)`), e.g. a multimodal family's `apply`; it gets and returns the
+      `decoder.init_cache(cfg, ...)` cache (it may add entries of its own). Pass
+      `compute_dtype` with it.
+    apply_cfg: the (hashable) config given to `apply_fn` (default `cfg`); `cfg` stays the
+      language model's config (cache shape, context length, EOS ids).
+    prefill_inputs: extra keyword arguments for the prefill only (e.g.
+      `{"image_inputs": {...}}`, arrays of fixed shapes per batch).
 
   Returns:
     B lists of generated ids, each cut after its first EOS (the EOS itself is not included).
@@ -145,6 +158,8 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     mask[i, T - len(p):] = True
   eos = np.array(list(eos_ids or cfg.eos_token_ids) or [-1])
   rng = jax.random.key(0) if rng is None else rng
+  if apply_fn is not None and compute_dtype is None:
+    raise ValueError("generate(apply_fn=...) needs compute_dtype")
   dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
   cache = decoder.init_cache(cfg, B, S, dtype)
   tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
@@ -154,7 +169,12 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     tokens = sharding.shard(tokens, batch_axes, mesh)
     mask = sharding.shard(mask, batch_axes, mesh)
   rng, sub = jax.random.split(rng)
-  token, cache, seen = _prefill(params, tokens, mask, cache, sub, cfg, sampling, compute_dtype)
+  if apply_fn is None:
+    token, cache, seen = _prefill(params, tokens, mask, cache, sub, cfg, sampling, compute_dtype)
+  else:
+    apply_cfg = cfg if apply_cfg is None else apply_cfg
+    token, cache, seen = _prefill(params, tokens, mask, cache, sub, apply_cfg, sampling,
+                                  compute_dtype, apply_fn=apply_fn, inputs=prefill_inputs)
   out = [[] for _ in range(B)]
   done = np.zeros(B, bool)
   for step in range(sampling.max_new_tokens):
@@ -172,6 +192,10 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
     if done.all() or step == sampling.max_new_tokens - 1:
       break
     rng, sub = jax.random.split(rng)
-    token, cache, seen = _decode_step(params, token, cache, seen, sub, cfg, sampling,
-                                      compute_dtype)
+    if apply_fn is None:
+      token, cache, seen = _decode_step(params, token, cache, seen, sub, cfg, sampling,
+                                        compute_dtype)
+    else:
+      token, cache, seen = _decode_step(params, token, cache, seen, sub, apply_cfg, sampling,
+                                        compute_dtype, apply_fn=apply_fn)
   return out

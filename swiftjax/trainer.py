@@ -178,6 +178,8 @@ class Job:
       jitted step rather than constants baked into it.
     save: `save(workdir, trainable) -> output path`, after training.
     stats: data statistics for the summary.
+    make_optimizer: `make_optimizer(cfg, total_updates) -> (optimizer, schedule)` in place of
+      this module's `make_optimizer` (per-group learning rates); None for the default.
   """
   rows: int
   get_batch: Callable[[np.ndarray], dict]
@@ -186,6 +188,7 @@ class Job:
   const: Any
   save: Callable[[pathlib.Path, Any], pathlib.Path]
   stats: dict
+  make_optimizer: Callable[..., tuple[optax.GradientTransformation, Any]] | None = None
 
 
 def make_step(loss_fn, optimizer):
@@ -274,7 +277,8 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
   steps_per_epoch = job.rows // cfg.batch_size
   total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs *
                                                              steps_per_epoch)
-  optimizer, schedule = make_optimizer(cfg, total // cfg.gradient_accumulation_steps or 1)
+  optimizer, schedule = (job.make_optimizer or make_optimizer)(
+      cfg, total // cfg.gradient_accumulation_steps or 1)
   trainable, const = job.trainable, job.const
   opt_state = optimizer.init(trainable)
   step_fn = jax.jit(make_step(job.loss_fn, optimizer), donate_argnums=(0, 1))
