@@ -3,7 +3,8 @@ r"""MLLM learning from scratch on CPU: a LLaVA-style model (a small randomly ini
 
   python -m bench.bench_mllm                                   # the experiment (45 min budget)
   python -m bench.bench_mllm --max_minutes=3 --test_questions=100       # a short check
-  python -m bench.bench_mllm --dataset=mllm_demo --max_steps=30         # the 3 real photos
+  python -m bench.bench_mllm --dataset=mllm_demo --batch_size=2 --max_steps=30 \
+      --warmup_steps=5 --learning_rate=1e-3 --max_minutes=4              # the 3 real photos
 
 easy_vqa (../shared/data/easy_vqa/easy_vqa/data/{train,test}): 64x64 images of one coloured
 shape, questions about its shape and colour (13 answers). Each question becomes an ms-swift row
@@ -13,12 +14,20 @@ run goes through the same data path as `launch.sft`. The tower (image 64, patch 
 tokens) and the projector start random and are trained in full (`freeze_vit=False`,
 `freeze_aligner=False`, at `--vit_lr`), the language model with LoRA (`--learning_rate`).
 
+Learning rates, measured: with the tower and projector at 1e-3 or 3e-3 the model sat on the
+question prior (below) for the first 130 steps even when trained on colour questions only; at
+1e-4 (LoRA at 5e-4) colour-only training reached 76% colour accuracy in 130 steps, and 8 images
+with one identical question were memorised in 25-30 steps (vs > 40 at 1e-3).
+
 Training runs on a wall-clock budget (`--max_minutes`, compilation included): the learning rate
 warms up over `--warmup_steps` and then follows a cosine over the *elapsed fraction of the
 budget*, so the schedule ends when the time does on any machine. Accuracy: greedy generation of
 at most 3 new tokens with a KV cache (`swiftjax.mllm.generate`), the answer stripped and
 lower-cased must equal the gold answer, on a fixed random subset of the test questions
-(`--test_questions`), against the majority-answer baseline (the most frequent train answer).
+(`--test_questions`), against the majority-answer baseline (the most frequent train answer) and
+a question-prior baseline (the most frequent train answer to the same question text: what a
+model that ignores the image can reach, ~66-68% here, since easy_vqa's yes/no templates are
+skewed); `accuracy_by_type` splits yes/no, shape and colour questions.
 
 `--dataset=mllm_demo` fine-tunes the same assembled model on the 3 real photos of
 ../shared/data/llamafactory/data/mllm_demo.json (6 conversations, 2 turns each, English and
@@ -48,7 +57,8 @@ _TEST_Q = flags.DEFINE_integer("test_questions", 500, "Test questions scored (fi
 _EVAL_BATCH = flags.DEFINE_integer("eval_batch", 50, "Questions per generation batch.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Samples per step.")
 _LR = flags.DEFINE_float("learning_rate", 5e-4, "LoRA peak learning rate.")
-_VIT_LR = flags.DEFINE_float("vit_lr", 1e-3, "Vision tower and projector peak learning rate.")
+_VIT_LR = flags.DEFINE_float("vit_lr", 1e-4, "Vision tower and projector peak learning rate "
+                             "(1e-4 learns the image path far faster here than 1e-3 or 3e-3).")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 30, "Linear warmup steps.")
 _RANK = flags.DEFINE_integer("lora_rank", 8, "LoRA rank (all linear layers of the LM).")
 _ALPHA = flags.DEFINE_float("lora_alpha", 32.0, "LoRA alpha.")
