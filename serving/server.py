@@ -224,25 +224,35 @@ class GNNServer:
     if not self.config.batching:
       return self
 
-    def spawn(fn, *args):
-      t = threading.Thread(target=fn, args=args, daemon=True)
+    def spawn(name, fn, *args):
+      t = threading.Thread(target=fn, args=args, daemon=True, name=name)
       t.start()
       self._threads.append(t)
 
-    spawn(self._batcher)
-    for engine in self.engines:
+    spawn("gnn-batcher", self._batcher)
+    for i, engine in enumerate(self.engines):
       depth = self.config.pipeline_depth
       sampled, gathered = queue.Queue(depth), queue.Queue(depth)
-      spawn(self._stage, self._work, sampled, engine.sample)
-      spawn(self._stage, sampled, gathered, engine.gather)
-      spawn(self._stage, gathered, None, engine.forward)
+      spawn(f"gnn-sample-{i}", self._stage, self._work, sampled, engine.sample)
+      spawn(f"gnn-gather-{i}", self._stage, sampled, gathered, engine.gather)
+      spawn(f"gnn-forward-{i}", self._stage, gathered, None, engine.forward)
     return self
 
-  def stop(self) -> None:
-    """Stops taking requests, answers what is queued with 503, and joins the threads."""
+  def stop(self, timeout: float = 120.0) -> None:
+    """Stops taking requests, answers what is queued with 503, and joins the threads.
+
+    Each worker finishes the stage it is in (a first-call compile can take seconds on a busy
+    machine) and then exits, so no worker is left running native code once this returns.
+
+    Raises:
+      RuntimeError: a worker was still running after `timeout` seconds.
+    """
     self._stopping.set()
+    deadline = time.perf_counter() + timeout
     for t in self._threads:
-      t.join(timeout=5)
+      t.join(timeout=max(0.0, deadline - time.perf_counter()))
+    alive = [t.name for t in self._threads if t.is_alive()]
+    self._threads = [t for t in self._threads if t.is_alive()]
     while True:
       try:
         r = self._admission.get_nowait()
@@ -250,6 +260,8 @@ class GNNServer:
         break
       r.status = 503
       r.done.set()
+    if alive:
+      raise RuntimeError(f"GNN server workers still running after {timeout:.0f} s: {alive}")
 
   def queue_depth(self) -> int:
     return self._admission.qsize()

@@ -18,3 +18,23 @@ from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-posit
 
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+  """On a crash (SIGSEGV, ...) dump only the crashing thread's stack.
+
+  pytest's handler dumps every thread, and CI keeps only the tail of the log: a crash in a test
+  with many threads (the GNN server tests) hid the one stack that mattered. The crashing
+  thread's stack names the test when it is the main thread, the stage when it is a worker.
+  """
+  import faulthandler  # pylint: disable=g-import-not-at-top
+  try:
+    from _pytest.faulthandler import fault_handler_stderr_fd_key  # pylint: disable=g-import-not-at-top
+  except ImportError:  # another pytest: keep its handler
+    return
+  fd = config.stash.get(fault_handler_stderr_fd_key, None)
+  if fd is not None and faulthandler.is_enabled():
+    faulthandler.enable(file=fd, all_threads=False)
