@@ -290,6 +290,18 @@ class ReadersTest(absltest.TestCase):
     self.assertEqual([len(r.prompt) for r in refs], [2, 7])
     self.assertEqual(refs[1].action.final_answer, "Sunny at noon.")
 
+  def test_a_thought_before_the_answer_is_part_of_the_answer_turn(self):
+    row = {"messages": [USER, call("get_weather", {"city": "Paris"}),
+                        {"role": "tool_response", "content": "sunny"},
+                        {"role": "assistant", "content": "get_weather answered it."},
+                        {"role": "assistant", "content": "It is sunny."}], "tools": TOOLS}
+    turns = toolbench.split_turns(row)
+    self.assertEqual([len(t["messages"]) for t in turns], [2, 5])
+    ref = toolbench.reference_of("x", turns[1])
+    self.assertLen(ref.prompt, 3)  # the thought is the model's to write, not the prompt's
+    self.assertIsNone(ref.action.name)
+    self.assertEqual(ref.action.final_answer, "It is sunny.")
+
   def test_split_turns_real_glaive(self):
     path = testutil.require_shared("llamafactory", "data", "glaive_toolcall_en_demo.json")
     rows = json.loads(path.read_text())

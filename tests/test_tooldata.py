@@ -201,6 +201,24 @@ class ToolDataTest(absltest.TestCase):
     self.assertBetween(sum(thought) / len(thought), 0.75, 0.95)
     self.assertLen({len(r["tools"]) for r in rows if r["kind"] == "single"}, 3)
 
+  def test_no_single_opening_dominates_the_assistant_turns(self):
+    # Rendered with react, every assistant turn opens with "Thought: ..."; when final answers
+    # had no thought of their own, half of all turns opened with the template's fixed one and a
+    # LoRA run learnt to open every turn with it (and never call a tool).
+    from swiftjax.agent import templates  # pylint: disable=g-import-not-at-top
+    openings = collections.Counter()
+    for row in self.rows["train"]:
+      for m in templates.to_chat(row["messages"], row["tools"], "react"):
+        if m["role"] == "assistant":
+          openings[m["content"].split("\n")[0]] += 1
+    top, count = openings.most_common(1)[0]
+    self.assertLess(count / sum(openings.values()), 0.1, top)
+    # Each kind's answer usually comes with its own thought.
+    for kind in ("single", "multi", "none"):
+      rows = [r for r in self.rows["train"] if r["kind"] == kind]
+      share = sum(r["messages"][-2]["role"] == "assistant" for r in rows) / len(rows)
+      self.assertBetween(share, 0.75, 0.95, kind)
+
   def test_rows_normalize_and_responses_match_calls(self):
     for split, rows in self.rows.items():
       for row in rows:

@@ -188,8 +188,9 @@ def _call_message(thought: str, content: str) -> Action:
 def turn_start(messages: Sequence[dict[str, Any]]) -> int:
   """Index of the first message of the last assistant-side turn.
 
-  The turn is the last assistant message, or the trailing run of `tool_call` messages together
-  with the assistant thought right before them.
+  The turn is the trailing run of assistant messages (a thought, then the answer: the agent
+  templates merge them into one turn), or the trailing run of `tool_call` messages together with
+  the assistant thought right before them.
 
   Raises:
     ValueError: the conversation does not end with an assistant or tool_call message.
@@ -200,6 +201,8 @@ def turn_start(messages: Sequence[dict[str, Any]]) -> int:
                      f"got {last!r}")
   i = len(messages) - 1
   if messages[i]["role"] == "assistant":
+    while i > 0 and messages[i - 1]["role"] == "assistant":
+      i -= 1
     return i
   while i > 0 and messages[i - 1]["role"] == "tool_call":
     i -= 1
@@ -220,8 +223,8 @@ def reference_action(messages: Sequence[dict[str, Any]]) -> Action:
   """
   start = turn_start(messages)
   first = messages[start]
-  if first["role"] == "assistant" and (start == len(messages) - 1):
-    return parse(first["content"])
+  if messages[-1]["role"] == "assistant":  # an answer (after its thought, if any)
+    return parse(messages[-1]["content"])
   thought = ""
   if first["role"] == "assistant":
     thought = _strip_thought(first["content"])

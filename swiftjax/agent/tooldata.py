@@ -7,9 +7,13 @@ OpenAI-style JSON schema and a fake implementation whose output depends only on 
 so a tool response always agrees with the call that produced it. Samples come in three kinds
 (`MIX`):
 
-  * `single`: question -> [assistant thought] -> tool_call -> tool_response -> answer;
+  * `single`: question -> [thought] -> tool_call -> tool_response -> [thought] -> answer;
   * `multi`: two dependent calls (the second call's arguments come from the first's response);
-  * `none`: general knowledge, arithmetic or chit-chat answered directly, with tools offered.
+  * `none`: general knowledge, arithmetic or chit-chat answered directly, with tools offered
+    ([thought that no tool is needed] -> answer).
+
+A thought is an `assistant` message right before a call or the answer (present with probability
+`THOUGHT_PROB`); the agent templates merge it into the turn (react: `Thought: ...`).
 
 `split_tools(seed)` holds out about a quarter of the tools, spread over domains, for `test`;
 `train` and `valid` use only the rest, and every sample offers its needed tools plus 2-4
@@ -57,6 +61,27 @@ _BRIDGES = (
     "{prev} Now I'll {intent} with {name}.",
     "{prev} Next I need to {intent}, so I'll call {name}.",
     "{prev} With that I can {intent} using {name}.",
+)
+# Thoughts before a final answer. They name what the answer rests on (the tool that was called,
+# or that no tool is needed), so the react template's fixed "I now know the final answer" is
+# not the most common assistant opening: a model trained on rows where it was (about half of
+# all assistant turns) learnt to open every turn with it and never called a tool (issue 6).
+_FINAL_THOUGHTS = (
+    "{name} returned what the user asked for.",
+    "The {name} result answers the question.",
+    "I have the result from {name}, so I can answer now.",
+    "{name} gave me what I needed; time to answer.",
+)
+_FINAL_THOUGHTS_MULTI = (
+    "{first} and then {second} gave me everything the user asked for.",
+    "With the {second} result I can answer the whole question.",
+    "Both calls are done: {first}, then {second}. I can answer now.",
+)
+_NO_TOOL_THOUGHTS = (
+    "No tool is needed for this; I can answer directly.",
+    "None of the tools fits this question, so I'll answer it myself.",
+    "I can answer this without calling a tool.",
+    "This needs no tool call; I know the answer.",
 )
 
 
@@ -162,10 +187,13 @@ def _single(rng: random.Random, split: Split, name: str, distractors: tuple[int,
   messages = [{"role": "user", "content": fill(rng.choice(tool.questions), tool.slots(args))}]
   if rng.random() < THOUGHT_PROB:
     messages.append({"role": "assistant", "content": _thought(rng, tool, args)})
-  messages += [_call(tool.name, args), {"role": "tool_response", "content": _dumps(result)},
-               {"role": "assistant",
-                "content": _capitalized(fill(rng.choice(tool.answers),
-                                             tool.answer_slots(args, result)))}]
+  messages += [_call(tool.name, args), {"role": "tool_response", "content": _dumps(result)}]
+  if rng.random() < THOUGHT_PROB:
+    messages.append({"role": "assistant",
+                     "content": rng.choice(_FINAL_THOUGHTS).format(name=tool.name)})
+  messages.append({"role": "assistant",
+                   "content": _capitalized(fill(rng.choice(tool.answers),
+                                                tool.answer_slots(args, result)))})
   return {"messages": messages,
           "tools": _offer(rng, [tool.name], split.tools(name), distractors), "kind": "single"}
 
@@ -189,10 +217,13 @@ def _multi(rng: random.Random, split: Split, name: str, distractors: tuple[int, 
   if rng.random() < THOUGHT_PROB:
     prev = fill(chain.bridge, a_slots)
     messages.append({"role": "assistant", "content": _thought(rng, second, b_args, prev)})
-  messages += [_call(second.name, b_args), {"role": "tool_response", "content": _dumps(b_result)},
-               {"role": "assistant",
-                "content": _capitalized(fill(rng.choice(chain.answers),
-                                             {"a": a_slots, "b": b_slots}))}]
+  messages += [_call(second.name, b_args), {"role": "tool_response", "content": _dumps(b_result)}]
+  if rng.random() < THOUGHT_PROB:
+    messages.append({"role": "assistant", "content": rng.choice(_FINAL_THOUGHTS_MULTI).format(
+        first=first.name, second=second.name)})
+  messages.append({"role": "assistant",
+                   "content": _capitalized(fill(rng.choice(chain.answers),
+                                                {"a": a_slots, "b": b_slots}))})
   return {"messages": messages, "tools": _offer(rng, [first.name, second.name],
                                                 split.tools(name), distractors), "kind": "multi"}
 
@@ -208,8 +239,11 @@ def _none(rng: random.Random, split: Split, name: str, distractors: tuple[int, i
   tools = _offer(rng, [], split.tools(name), tuple(max(d, 1) for d in distractors), exclude)
   if "{tools}" in answer:  # "what can you do?" answers name the offered tools
     answer = answer.format(tools=join([t["function"]["name"] for t in tools]))
-  return {"messages": [{"role": "user", "content": question},
-                       {"role": "assistant", "content": answer}], "tools": tools, "kind": "none"}
+  messages = [{"role": "user", "content": question}]
+  if rng.random() < THOUGHT_PROB:
+    messages.append({"role": "assistant", "content": rng.choice(_NO_TOOL_THOUGHTS)})
+  messages.append({"role": "assistant", "content": answer})
+  return {"messages": messages, "tools": tools, "kind": "none"}
 
 
 _MAKERS: dict[str, Callable] = {"single": _single, "multi": _multi, "none": _none}

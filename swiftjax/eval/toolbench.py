@@ -106,8 +106,8 @@ def split_turns(row: dict[str, Any]) -> list[dict[str, Any]]:
   """One reference row per assistant-side turn of a conversation: the messages up to and
   including that turn, with the row's tools.
 
-  A turn is an assistant message, or a run of `tool_call` messages with the assistant thought
-  right before it.
+  A turn is a run of assistant messages (a thought, then the answer), or a run of `tool_call`
+  messages with the assistant thought right before it (`actions.turn_start`).
 
   Raises:
     ValueError: a malformed row.
@@ -117,7 +117,8 @@ def split_turns(row: dict[str, Any]) -> list[dict[str, Any]]:
   out = []
   for i, m in enumerate(messages):
     nxt = messages[i + 1]["role"] if i + 1 < len(messages) else None
-    if m["role"] in ("assistant", "tool_call") and nxt != "tool_call":
+    if ((m["role"] == "assistant" and nxt not in ("assistant", "tool_call"))
+        or (m["role"] == "tool_call" and nxt != "tool_call")):
       out.append({"messages": messages[:i + 1], "tools": tools})
   return out
 
