@@ -99,39 +99,62 @@ def chat(model: LoadedModel, prompts: Sequence[str | Sequence[dict]],
           {"role": "user", "content": p}]
     rendered.append(tok_lib.encode(model.tokenizer, tok_lib.render_chat(model.tokenizer, p)))
 
-  on_tokens = None
-  if stream is not None:
-    if len(prompts) != 1:
-      raise ValueError("streaming needs a batch of one prompt")
-    produced: list[int] = []
-    printed = [""]
-
-    def on_tokens(step_tokens):
-      if step_tokens[0] < 0 or step_tokens[0] in model.eos_ids:
-        return
-      produced.append(int(step_tokens[0]))
-      text = model.tokenizer.decode(produced, skip_special_tokens=True)
-      # Only emit once the decoded text is stable (no partial UTF-8 / merged pieces pending).
-      if not text.endswith("\ufffd") and text.startswith(printed[0]):
-        stream(text[len(printed[0]):])
-        printed[0] = text
-
-  stop_fn = None
-  if stop:
-    def stop_fn(row, ids):
-      del row
-      # Only the tail can hold a stop string that just appeared.
-      tail = model.tokenizer.decode(ids[-16:], skip_special_tokens=True)
-      return any(s in tail for s in stop)
-
+  if stream is not None and len(prompts) != 1:
+    raise ValueError("streaming needs a batch of one prompt")
   outs = gen.generate(model.params, model.cfg, rendered, sampling, rng=jax.random.key(seed),
-                      eos_ids=model.eos_ids, on_tokens=on_tokens, stop_fn=stop_fn,
+                      eos_ids=model.eos_ids,
+                      on_tokens=stream_callback(model.tokenizer, model.eos_ids, stream),
+                      stop_fn=stop_callback(model.tokenizer, stop),
                       mesh=model.mesh, compute_dtype=model.compute_dtype)
   answers = [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
-  return [_cut_at_stop(a, stop) for a in answers]
+  return [cut_at_stop(a, stop) for a in answers]
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+def stream_callback(tokenizer: Any, eos_ids: Sequence[int],
+                    stream: Callable[[str], None] | None
+                    ) -> Callable[[Any], None] | None:
+  """The `on_tokens` hook of `generate` that calls `stream` with each new piece of text of a
+  batch of one (None when `stream` is None).
+
+  The hook decodes all tokens so far (`step_tokens [1]` each step; EOS and negative ids are
+  skipped) and passes on only the text added since the last call.
+  """
+  if stream is None:
+    return None
+  produced: list[int] = []
+  printed = [""]
+
+  def on_tokens(step_tokens):
+    if step_tokens[0] < 0 or step_tokens[0] in eos_ids:
+      return
+    produced.append(int(step_tokens[0]))
+    text = tokenizer.decode(produced, skip_special_tokens=True)
+    # Only emit once the decoded text is stable (no partial UTF-8 / merged pieces pending).
+    if not text.endswith("\ufffd") and text.startswith(printed[0]):
+      stream(text[len(printed[0]):])
+      printed[0] = text
+
+  return on_tokens
+
+
+def stop_callback(tokenizer: Any, stop: Sequence[str]
+                  ) -> Callable[[int, Sequence[int]], bool] | None:
+  """The `stop_fn` hook of `generate`: True once a row's tokens end in one of the `stop`
+  strings (None when there are none)."""
+  if not stop:
+    return None
+
+  def stop_fn(row, ids):
+    del row
+    # Only the tail can hold a stop string that just appeared.
+    tail = tokenizer.decode(ids[-16:], skip_special_tokens=True)
+    return any(s in tail for s in stop)
+
+  return stop_fn
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+  """`text` up to the first of the `stop` strings it holds (all of it when none)."""
   cuts = [text.index(s) for s in stop if s in text]
   return text[:min(cuts)] if cuts else text
 

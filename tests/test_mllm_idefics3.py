@@ -18,6 +18,7 @@ import numpy as np
 from swiftjax import errors
 from swiftjax.mllm import idefics3
 from swiftjax.mllm import siglip
+from swiftjax.mllm import vit
 from swiftjax.models import decoder
 from tests import testutil
 
@@ -313,7 +314,7 @@ class Idefics3Test(absltest.TestCase):
     from swiftjax.models import safetensors_loader  # pylint: disable=g-import-not-at-top
     params = safetensors_loader.read_tensors(
         tmp, table, siglip.param_shapes(self.cfg.vision, self.cfg.patches))
-    params["embeddings"]["patch_embedding"]["kernel"] = jnp.asarray(siglip.patch_kernel_from_hf(
+    params["embeddings"]["patch_embedding"]["kernel"] = jnp.asarray(vit.patch_kernel_from_hf(
         tower.embeddings.patch_embedding.weight.detach().numpy()))
     got = siglip.apply(params, jnp.asarray(pv), self.cfg.vision, self.cfg.patches,
                        patch_mask=jnp.asarray(patch_mask))

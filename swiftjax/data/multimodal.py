@@ -181,7 +181,14 @@ def load_image(src: ImageSource, where: str = "", index: int = 0):
 
 
 def expand(messages: Sequence[dict], texts: Sequence[str]) -> list[dict]:
-  """Messages with the i-th `<image>` placeholder (in message order) replaced by `texts[i]`."""
+  """Messages with the i-th `<image>` placeholder (in message order) replaced by `texts[i]`.
+
+  Training rows (`Builder.build`) and prompts (`swiftjax.mllm.chat`) both expand with this;
+  each checks the count first with its own error.
+
+  Raises:
+    ValueError: fewer placeholders than `texts`.
+  """
   out, i = [], 0
   for m in messages:
     content = m.get("content")

@@ -14,8 +14,9 @@ from typing import Any, Callable, Sequence
 
 from swiftjax import errors
 from swiftjax import generate as gen
+from swiftjax.data import multimodal
 
-IMAGE_PLACEHOLDER = "<image>"
+IMAGE_PLACEHOLDER = multimodal.IMAGE_PLACEHOLDER
 
 Request = tuple[Any, Sequence[Any]]  # (prompt string or messages, image paths or PIL images)
 
@@ -52,40 +53,13 @@ def as_messages(prompt: str | Sequence[dict], system: str | None = None) -> list
   return [dict(m) for m in prompt]
 
 
-def count_placeholders(messages: Sequence[dict]) -> int:
-  """Number of `<image>` placeholders over all message contents."""
-  return sum(str(m.get("content") or "").count(IMAGE_PLACEHOLDER) for m in messages)
-
-
 def check_count(prompt: str | Sequence[dict], n_images: int, where: str = "") -> None:
   """Raises ConfigError (naming `where`) unless the prompt has `n_images` placeholders."""
-  n = count_placeholders(as_messages(prompt))
+  n = multimodal.count_placeholders(as_messages(prompt))
   if n != n_images:
     prefix = f"{where}: " if where else ""
     raise errors.ConfigError(f"{prefix}the prompt has {n} {IMAGE_PLACEHOLDER} placeholder(s) "
                              f"but {n_images} image(s) were given")
-
-
-def expand_placeholders(messages: Sequence[dict], texts: Sequence[str],
-                        where: str = "") -> list[dict]:
-  """Messages with the i-th `<image>` (in message order) replaced by `texts[i]`.
-
-  Raises:
-    ConfigError: the number of placeholders is not `len(texts)`.
-  """
-  check_count(messages, len(texts), where)
-  out, i = [], 0
-  for m in messages:
-    content = m.get("content")
-    if isinstance(content, str) and IMAGE_PLACEHOLDER in content:
-      pieces = content.split(IMAGE_PLACEHOLDER)
-      parts = [pieces[0]]
-      for piece in pieces[1:]:
-        parts += [texts[i], piece]
-        i += 1
-      m = dict(m, content="".join(parts))
-    out.append(m)
-  return out
 
 
 def encode_prompt(model: Any, messages: Sequence[dict]) -> list[int]:
@@ -138,7 +112,8 @@ def prepare(model: Any, requests: Sequence[Request], *, system: str | None = Non
   for messages, start, n, where in rows:
     texts = [model.family.image_text(model.processor, image_inputs, start + i)
              for i in range(n)]
-    prompts.append(encode_prompt(model, expand_placeholders(messages, texts, where)))
+    # check_count above made the placeholders and the images pair up.
+    prompts.append(encode_prompt(model, multimodal.expand(messages, texts)))
   return prompts, image_inputs
 
 
@@ -163,40 +138,18 @@ def answer(model: Any, requests: Sequence[Request],
     B answers (decoded, special tokens removed).
   """
   import jax  # pylint: disable=g-import-not-at-top
+  from swiftjax import infer  # pylint: disable=g-import-not-at-top
   from swiftjax.mllm import generate as mgen  # pylint: disable=g-import-not-at-top
   prompts, image_inputs = prepare(model, requests, system=system, wheres=wheres)
-  on_tokens = None
-  if stream is not None:
-    if len(requests) != 1:
-      raise ValueError("streaming needs a batch of one request")
-    produced: list[int] = []
-    printed = [""]
-
-    def emit(step_tokens):
-      if step_tokens[0] < 0 or step_tokens[0] in model.eos_ids:
-        return
-      produced.append(int(step_tokens[0]))
-      text = model.tokenizer.decode(produced, skip_special_tokens=True)
-      # Only emit once the decoded text is stable (no partial UTF-8 pending).
-      if not text.endswith("\ufffd") and text.startswith(printed[0]):
-        stream(text[len(printed[0]):])
-        printed[0] = text
-
-    on_tokens = emit
-
-  def stopped(row, ids):
-    del row
-    # Only the tail can hold a stop string that just appeared.
-    tail = model.tokenizer.decode(ids[-16:], skip_special_tokens=True)
-    return any(s in tail for s in stop)
-
-  stop_fn = stopped if stop else None
-
+  if stream is not None and len(requests) != 1:
+    raise ValueError("streaming needs a batch of one request")
   outs = mgen.generate(model.family, model.params, model.cfg, prompts, image_inputs, sampling,
                        rng=jax.random.key(seed), eos_ids=model.eos_ids,
-                       compute_dtype=model.compute_dtype, on_tokens=on_tokens, stop_fn=stop_fn)
+                       compute_dtype=model.compute_dtype,
+                       on_tokens=infer.stream_callback(model.tokenizer, model.eos_ids, stream),
+                       stop_fn=infer.stop_callback(model.tokenizer, stop))
   answers = [model.tokenizer.decode(o, skip_special_tokens=True) for o in outs]
-  return [_cut_at_stop(a, stop) for a in answers]
+  return [infer.cut_at_stop(a, stop) for a in answers]
 
 
 def chat(model: Any, messages_or_prompt: str | Sequence[dict],
@@ -207,11 +160,6 @@ def chat(model: Any, messages_or_prompt: str | Sequence[dict],
   or a PIL image). See `answer`."""
   return answer(model, [(messages_or_prompt, list(images))], sampling, system=system,
                 seed=seed, stream=stream, stop=stop)[0]
-
-
-def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
-  cuts = [text.index(s) for s in stop if s in text]
-  return text[:min(cuts)] if cuts else text
 
 
 def read_requests(path: str | pathlib.Path) -> list[dict]:

@@ -6,8 +6,8 @@
 
 `hidden_states(...)` returns the `h_k` a caller asks for, with Hugging Face's indexing of
 `output_hidden_states`: index 0 is `h_0`, index `L` (or -1) the last layer, -2 the penultimate
-(what LLaVA reads). The patch convolution (kernel = stride = patch size, no bias) is a matmul over
-flattened patches. `post_layernorm` only feeds CLIP's pooled output, which no MLLM here uses, so
+(what LLaVA reads). The patch convolution (kernel = stride = patch size, no bias) is `vit.py`'s
+matmul over flattened patches. `post_layernorm` only feeds CLIP's pooled output, which no MLLM here uses, so
 it is neither a parameter nor read from checkpoints.
 
 Parameters:
@@ -25,11 +25,8 @@ from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from swiftjax import errors
-from swiftjax import sharding
-from swiftjax.linear import linear
 from swiftjax.mllm import vit
 from swiftjax.models import decoder
 from swiftjax.models import safetensors_loader
@@ -129,11 +126,6 @@ def hf_tensor_names(vision: vit.VitConfig, prefix: str
   return table
 
 
-def patch_kernel_from_hf(weight: np.ndarray) -> np.ndarray:
-  """The convolution weight `[D, C, p, p]` as our matmul kernel `[C*p*p, D]`."""
-  return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
-
-
 def read(directory: str | pathlib.Path, prefix: str, vision: vit.VitConfig, geo: Geometry,
          dtype: Any = jnp.float32, shardings: Any = None,
          files: dict[str, pathlib.Path] | None = None) -> Params:
@@ -147,29 +139,11 @@ def read(directory: str | pathlib.Path, prefix: str, vision: vit.VitConfig, geo:
   shapes = param_shapes(vision, geo, dtype)
   params = safetensors_loader.read_tensors(directory, hf_tensor_names(vision, prefix), shapes,
                                            dtype, shardings, files)
-  D = vision.hidden_size
-  conv_shape = (D, geo.num_channels, geo.patch_size, geo.patch_size)
-  raw = safetensors_loader.read_tensors(
-      directory, {f"{prefix}embeddings.patch_embedding.weight": (("w",), None, False)},
-      {"w": jax.ShapeDtypeStruct(conv_shape, dtype)}, dtype, None, files)["w"]
-  target = None
-  if shardings is not None:
-    target = shardings
-    for key in PATCH_KERNEL:
-      target = target[key]
-  params["embeddings"]["patch_embedding"] = {
-      "kernel": sharding.put(patch_kernel_from_hf(np.asarray(raw)), target)}
+  conv_shape = (vision.hidden_size, geo.num_channels, geo.patch_size, geo.patch_size)
+  params["embeddings"]["patch_embedding"] = {"kernel": vit.read_patch_kernel(
+      directory, f"{prefix}embeddings.patch_embedding.weight", conv_shape, dtype, shardings,
+      PATCH_KERNEL, files)}
   return params
-
-
-def patchify(pixel_values: jax.Array, patch_size: int) -> jax.Array:
-  """`[B, C, H, W]` -> `[B, (H/p)*(W/p), C*p*p]`, patches row-major, each flattened `(c, y, x)`
-  like the convolution weight."""
-  B, C, H, W = pixel_values.shape
-  p = patch_size
-  x = pixel_values.reshape(B, C, H // p, p, W // p, p)
-  x = x.transpose(0, 2, 4, 1, 3, 5)
-  return x.reshape(B, (H // p) * (W // p), C * p * p)
 
 
 def embed(params: Params, pixel_values: jax.Array, vision: vit.VitConfig, geo: Geometry,
@@ -191,9 +165,8 @@ def embed(params: Params, pixel_values: jax.Array, vision: vit.VitConfig, geo: G
     raise errors.ConfigError(f"pixel_values have shape {tuple(pixel_values.shape)}, the vision "
                              f"tower takes [batch, {want[0]}, {want[1]}, {want[2]}]")
   e = params["embeddings"]
-  kernel = e["patch_embedding"]["kernel"]
-  dtype = compute_dtype or getattr(kernel, "dtype", jnp.float32)
-  patches = linear(patchify(pixel_values.astype(dtype), geo.patch_size), kernel, dtype)
+  dtype = compute_dtype or getattr(e["patch_embedding"]["kernel"], "dtype", jnp.float32)
+  patches = vit.embed_patches(e["patch_embedding"], pixel_values, geo.patch_size, dtype)
   B = patches.shape[0]
   cls = jnp.broadcast_to(e["class_embedding"].astype(dtype), (B, 1, vision.hidden_size))
   x = jnp.concatenate([cls, patches.astype(dtype)], axis=1)

@@ -21,7 +21,6 @@ features are never gathered because only as many as there are image tokens are u
 """
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -30,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
-from swiftjax import sharding
 from swiftjax.linear import linear
+from swiftjax.mllm import checkpoint
 from swiftjax.mllm import inputs
 from swiftjax.mllm import siglip
 from swiftjax.mllm import vit
@@ -56,6 +55,7 @@ _CONNECTOR_PREFIXES = ("model.connector.", "model.multi_modal_projector.", "conn
 _TEXT_PREFIXES = ("model.text_model.", "model.language_model.", "text_model.",
                   "language_model.model.")
 _HEAD_NAMES = ("lm_head.weight", "language_model.lm_head.weight")
+_PATCH_KERNEL = ("vision", "embeddings", "patch_embedding", "kernel")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,13 +126,7 @@ def _side(x) -> int:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads `config.json` of a checkpoint directory."""
-  path = pathlib.Path(directory) / "config.json"
-  if not path.is_file():
-    raise errors.CheckpointError(f"{directory} has no config.json")
-  try:
-    d = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  d, path = checkpoint.read_config_json(directory)
   return Config.from_hf_dict(d, where=str(path))
 
 
@@ -166,16 +160,6 @@ def init(cfg: Config, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
           "language_model": decoder.init(cfg.text, kt, dtype)}
 
 
-def _find(files: dict[str, pathlib.Path], candidates: tuple[str, ...], probe: str,
-          directory, what: str) -> str:
-  for prefix in candidates:
-    if prefix + probe in files:
-      return prefix
-  raise errors.CheckpointError(
-      f"{directory}: no {what} tensors found (looked for "
-      f"{', '.join(repr(p + probe) for p in candidates)})")
-
-
 def hf_tensor_names(cfg: Config, files: dict[str, pathlib.Path], directory: Any = ""
                     ) -> tuple[dict[str, tuple[tuple[str, ...], int | None, bool]], str, bool]:
   """The table from the tensor names present in `files` to our parameter paths.
@@ -185,20 +169,19 @@ def hf_tensor_names(cfg: Config, files: dict[str, pathlib.Path], directory: Any 
     convolution (named separately, it needs a reshape); `tied` is True when the checkpoint has
     no LM head (the head is the embedding table).
   """
-  vision = _find(files, _VISION_PREFIXES, "embeddings.patch_embedding.weight", directory,
-                 "vision tower")
-  connector = _find(files, _CONNECTOR_PREFIXES, "modality_projection.proj.weight", directory,
-                    "connector")
-  text = _find(files, _TEXT_PREFIXES, "embed_tokens.weight", directory, "language model")
+  vision = checkpoint.find_prefix(files, "embeddings.patch_embedding.weight", directory,
+                                  "vision tower", candidates=_VISION_PREFIXES)
+  connector = checkpoint.find_prefix(files, "modality_projection.proj.weight", directory,
+                                     "connector", candidates=_CONNECTOR_PREFIXES)
+  text = checkpoint.find_prefix(files, "embed_tokens.weight", directory, "language model",
+                                candidates=_TEXT_PREFIXES)
   head = next((h for h in _HEAD_NAMES if h in files), None)
   table = {f"{connector}modality_projection.proj.weight": (("projector", "proj", "kernel"),
                                                           None, True)}
   for name, (path, layer, transpose) in siglip.hf_tensor_names(cfg.vision, vision).items():
     table[name] = (("vision",) + path, layer, transpose)
-  for name, (path, layer, transpose) in decoder.hf_tensor_names(
-      dataclasses.replace(cfg.text, tie_word_embeddings=head is None)).items():
-    name = head if name == "lm_head.weight" else text + name[len("model."):]
-    table[name] = (("language_model",) + path, layer, transpose)
+  table.update(checkpoint.language_model_names(
+      dataclasses.replace(cfg.text, tie_word_embeddings=head is None), text, head))
   return table, siglip.patch_kernel_name(vision), head is None
 
 
@@ -226,14 +209,8 @@ def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
   params = safetensors_loader.read_tensors(directory, table, param_shapes(cfg, dtype), dtype,
                                            shardings, files)
   D, (C, p) = cfg.vision.hidden_size, (cfg.patches.num_channels, cfg.patches.patch_size)
-  conv = safetensors_loader.read_tensors(
-      directory, {conv_name: (("w",), None, False)},
-      {"w": jax.ShapeDtypeStruct((D, C, p, p), dtype)}, dtype, None, files)["w"]
-  target = None
-  if shardings is not None:
-    target = shardings["vision"]["embeddings"]["patch_embedding"]["kernel"]
-  params["vision"]["embeddings"]["patch_embedding"]["kernel"] = sharding.put(
-      siglip.patch_kernel_from_hf(np.asarray(conv)), target)
+  params["vision"]["embeddings"]["patch_embedding"]["kernel"] = vit.read_patch_kernel(
+      directory, conv_name, (D, C, p, p), dtype, shardings, _PATCH_KERNEL, files)
   return cfg, params
 
 

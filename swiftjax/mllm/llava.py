@@ -16,7 +16,6 @@ Parameters (top-level keys shared by every MLLM family):
 """
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from swiftjax import errors
 from swiftjax.linear import linear
+from swiftjax.mllm import checkpoint
 from swiftjax.mllm import clip
 from swiftjax.mllm import inputs
 from swiftjax.mllm import vit
@@ -145,13 +145,7 @@ class Config:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads and validates a LLaVA `config.json`."""
-  path = pathlib.Path(directory) / "config.json"
-  if not path.is_file():
-    raise errors.CheckpointError(f"{directory} has no config.json")
-  try:
-    d = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  d, path = checkpoint.read_config_json(directory)
   return Config.from_hf_dict(d, path)
 
 
@@ -241,18 +235,10 @@ def assemble(text_cfg: ModelConfig, text_params: Params, vision: vit.VitConfig,
 
 # ----------------------------------------------------------------------------- loading
 
-def _find_prefix(files: dict, suffix: str, must_contain: str, directory, what: str) -> str:
-  found = sorted(n[:-len(suffix)] for n in files if n.endswith(suffix) and must_contain in n)
-  if not found:
-    raise errors.CheckpointError(f"{directory}: no {what} tensors (no name ending in "
-                                 f"{suffix!r} containing {must_contain!r})")
-  return min(found, key=len)
-
-
 def vision_prefix(files: dict, where: Any = "checkpoint") -> str:
   """The CLIP tower's name prefix in a checkpoint (`vision_tower.vision_model.`, ...)."""
-  return _find_prefix(files, "embeddings.patch_embedding.weight", "vision_tower", where,
-                      "vision tower")
+  return checkpoint.find_prefix(files, "embeddings.patch_embedding.weight", where,
+                                "vision tower", containing="vision_tower")
 
 
 def hf_tensor_names(cfg: Config, files: dict, where: Any = "checkpoint"
@@ -267,14 +253,13 @@ def hf_tensor_names(cfg: Config, files: dict, where: Any = "checkpoint"
   `multi_modal_projector.*`). A tied model has no head tensor.
   """
   vis = vision_prefix(files, where)
-  proj = _find_prefix(files, "linear_1.weight", "multi_modal_projector", where, "projector")
-  lm = _find_prefix(files, "embed_tokens.weight", "language_model", where, "language model")
+  proj = checkpoint.find_prefix(files, "linear_1.weight", where, "projector",
+                                containing="multi_modal_projector")
+  lm = checkpoint.find_prefix(files, "embed_tokens.weight", where, "language model",
+                              containing="language_model")
   head = next((h for h in ("lm_head.weight", "language_model.lm_head.weight") if h in files),
               "lm_head.weight")
-  table = {}
-  for name, (path, layer, t) in decoder.hf_tensor_names(cfg.text).items():
-    name = head if name == "lm_head.weight" else lm + name[len("model."):]
-    table[name] = (("language_model",) + path, layer, t)
+  table = checkpoint.language_model_names(cfg.text, lm, head)
   for name, (path, layer, t) in clip.hf_tensor_names(cfg.vision, vis).items():
     table[name] = (("vision",) + path, layer, t)
   for path in _projector_spec(cfg):

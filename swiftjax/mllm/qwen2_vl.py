@@ -29,7 +29,6 @@ Parameters (top level fixed for every MLLM family):
 """
 
 import dataclasses
-import json
 import pathlib
 import types
 from typing import Any
@@ -39,8 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from swiftjax import errors
-from swiftjax import sharding
 from swiftjax.linear import linear
+from swiftjax.mllm import checkpoint
 from swiftjax.mllm import inputs
 from swiftjax.mllm import vit
 from swiftjax.models import decoder
@@ -141,13 +140,7 @@ class Config:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads `config.json` of a Qwen2-VL checkpoint directory."""
-  path = pathlib.Path(directory) / "config.json"
-  if not path.is_file():
-    raise errors.CheckpointError(f"{directory} has no config.json")
-  try:
-    d = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+  d, path = checkpoint.read_config_json(directory)
   return Config.from_hf_dict(d, path)
 
 
@@ -201,14 +194,10 @@ def init(cfg: Config, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
 
 # ----------------------------------------------------------------------------- loading
 
-def _naming(names: set[str], directory: Any) -> tuple[str, str]:
-  """(vision prefix, language-model prefix) of the checkpoint's naming scheme."""
-  if any(n.startswith("model.visual.") for n in names):
-    return "model.visual.", "model.language_model."  # transformers >= 5 module names
-  if any(n.startswith("visual.") for n in names):
-    return "visual.", "model."  # published checkpoints (and transformers' save_pretrained)
-  raise errors.CheckpointError(f"{directory}: no Qwen2-VL vision tensors (neither "
-                               "'model.visual.*' nor 'visual.*')")
+# Vision prefix -> language-model prefix: transformers >= 5 module names, then published
+# checkpoints (and transformers' save_pretrained).
+_NAMINGS = {"model.visual.": "model.language_model.", "visual.": "model."}
+_PATCH_CONV = "patch_embed.proj.weight"
 
 
 def hf_tensor_names(cfg: Config, vision_prefix: str = "visual.", lm_prefix: str = "model."
@@ -222,11 +211,7 @@ def hf_tensor_names(cfg: Config, vision_prefix: str = "visual.", lm_prefix: str 
     lm_prefix: `model.` (published) or `model.language_model.` (transformers 5); the LM head
       is `lm_head.weight` in both.
   """
-  table = {}
-  for name, (path, layer, t) in decoder.hf_tensor_names(cfg.text).items():
-    if name.startswith("model."):
-      name = lm_prefix + name[len("model."):]
-    table[name] = (("language_model",) + path, layer, t)
+  table = checkpoint.language_model_names(cfg.text, lm_prefix)
   for name, (path, layer, t) in vit.hf_tensor_names(cfg.vision, f"{vision_prefix}blocks",
                                                     VISION_NAMES).items():
     table[name] = (("vision", "encoder") + path, layer, t)
@@ -236,11 +221,6 @@ def hf_tensor_names(cfg: Config, vision_prefix: str = "visual.", lm_prefix: str 
     table[f"{merger}{theirs}.weight"] = (("projector", ours, weight), None, weight == "kernel")
     table[f"{merger}{theirs}.bias"] = (("projector", ours, "bias"), None, False)
   return table
-
-
-def patch_kernel_from_hf(weight: np.ndarray) -> np.ndarray:
-  """The Conv3d weight `[E, C, tp, p, p]` as our matmul kernel `[C*tp*p*p, E]`."""
-  return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
 
 
 def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
@@ -255,20 +235,16 @@ def load(directory: str | pathlib.Path, dtype: Any = jnp.float32,
   directory = pathlib.Path(directory)
   cfg = read_config(directory)
   files = safetensors_loader.tensor_files(directory)
-  vision_prefix, lm_prefix = _naming(set(files), directory)
+  vision_prefix = checkpoint.find_prefix(files, _PATCH_CONV, directory, "Qwen2-VL vision",
+                                         candidates=tuple(_NAMINGS))
   params = safetensors_loader.read_tensors(
-      directory, hf_tensor_names(cfg, vision_prefix, lm_prefix), param_shapes(cfg, dtype),
-      dtype, shardings, files)
-  E = cfg.vision.hidden_size
-  conv = (E, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
-  raw = safetensors_loader.read_tensors(
-      directory, {f"{vision_prefix}patch_embed.proj.weight": (("w",), None, False)},
-      {"w": jax.ShapeDtypeStruct(conv, dtype)}, dtype, None, files)["w"]
-  target = shardings
-  for key in PATCH_KERNEL if shardings is not None else ():
-    target = target[key]
-  params["vision"]["patch_embed"] = {
-      "kernel": sharding.put(patch_kernel_from_hf(np.asarray(raw)), target)}
+      directory, hf_tensor_names(cfg, vision_prefix, _NAMINGS[vision_prefix]),
+      param_shapes(cfg, dtype), dtype, shardings, files)
+  # The Conv3d weight `[E, C, tp, p, p]` flattens in the processor's patch order.
+  conv = (cfg.vision.hidden_size, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size,
+          cfg.patch_size)
+  params["vision"]["patch_embed"] = {"kernel": vit.read_patch_kernel(
+      directory, vision_prefix + _PATCH_CONV, conv, dtype, shardings, PATCH_KERNEL, files)}
   return cfg, params
 
 

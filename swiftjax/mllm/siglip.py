@@ -1,7 +1,7 @@
 """SigLIP vision tower with Idefics3's variable-resolution position embeddings, as pure functions.
 
   patches  = conv(pixel_values)            a `patch_size` stride-`patch_size` convolution, done
-                                           here as one matmul over flattened patches
+                                           as one matmul over flattened patches (`vit.py`)
   x        = patches + position_embedding[position_ids]
   hidden   = post_layernorm(vit.encode(x))  pre-LN blocks, gelu_pytorch_tanh
 
@@ -28,7 +28,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swiftjax.linear import linear
 from swiftjax.mllm import vit
 from swiftjax.models import decoder
 
@@ -103,7 +102,7 @@ def hf_tensor_names(vcfg: vit.VitConfig, prefix: str
                     ) -> dict[str, tuple[tuple[str, ...], int | None, bool]]:
   """Hugging Face tensor names under `prefix` (e.g. `model.vision_model.`) -> `(param path,
   layer, transpose)`, for every tensor except the patch convolution (`patch_kernel_name`),
-  whose 4-D weight `patch_kernel_from_hf` reshapes."""
+  whose 4-D weight `vit.read_patch_kernel` reshapes."""
   table = {
       f"{prefix}embeddings.patch_embedding.bias": (
           ("embeddings", "patch_embedding", "bias"), None, False),
@@ -121,11 +120,6 @@ def hf_tensor_names(vcfg: vit.VitConfig, prefix: str
 def patch_kernel_name(prefix: str) -> str:
   """The Hugging Face name of the patch convolution weight `[D, C, p, p]`."""
   return f"{prefix}embeddings.patch_embedding.weight"
-
-
-def patch_kernel_from_hf(w: np.ndarray) -> np.ndarray:
-  """Conv weight `[D, C, p, p]` -> our kernel `[C*p*p, D]` (patches flatten as (c, y, x))."""
-  return np.ascontiguousarray(np.asarray(w).reshape(w.shape[0], -1).T)
 
 
 def patch_attention_mask(pixel_attention_mask: jax.Array, patch_size: int) -> jax.Array:
@@ -201,12 +195,9 @@ def embed(params: Params, pixel_values: jax.Array, pcfg: PatchConfig,
   p = pcfg.patch_size
   e = params["embeddings"]
   dtype = compute_dtype or e["position_embedding"]["embedding"].dtype
-  M, C, H, W = pixel_values.shape
+  M, _, H, W = pixel_values.shape
   h, w = H // p, W // p
-  x = pixel_values[:, :, :h * p, :w * p].reshape(M, C, h, p, w, p)
-  x = x.transpose(0, 2, 4, 1, 3, 5).reshape(M, h * w, C * p * p)
-  x = linear(x.astype(dtype), e["patch_embedding"]["kernel"], dtype)
-  x = x + e["patch_embedding"]["bias"].astype(dtype)
+  x = vit.embed_patches(e["patch_embedding"], pixel_values, p, dtype)
   if patch_mask is None:
     patch_mask = jnp.ones((M, h, w), bool)
   ids = position_ids(patch_mask, pcfg.num_patches_per_side)

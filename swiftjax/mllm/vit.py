@@ -6,8 +6,10 @@ Every tower these models use is the same pre-LayerNorm block
   x += fc2(act(fc1(layer_norm2(x))))
 
 and differs only in the activation, the LayerNorm epsilon, whether q/k/v are one fused matrix,
-and (Qwen2-VL) rotary position angles and attention restricted to each image. Embeddings, the
-final norm and what follows the encoder belong to the family modules.
+and (Qwen2-VL) rotary position angles and attention restricted to each image. Position
+embeddings, the final norm and what follows the encoder belong to the family modules; the patch
+embedding (a stride-`p` convolution, done as one matmul over flattened patches) and reading its
+convolution weight are shared here.
 
 Parameters, layers stacked on a leading `layers` axis and run with `jax.lax.scan`:
 
@@ -22,13 +24,17 @@ Kernels are `[in, out]` and go through `swiftjax.linear.linear`, so LoRA can wra
 """
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from swiftjax import sharding
 from swiftjax.linear import linear
 from swiftjax.models import decoder
+from swiftjax.models import safetensors_loader
 
 Params = dict[str, Any]
 
@@ -133,6 +139,66 @@ def hf_tensor_names(cfg: VitConfig, prefix: str, names: dict[str, str] | None = 
     for i in range(cfg.num_layers):
       table[f"{prefix}.{i}.{module}.{leaf}"] = (path, i, path[-1] == "kernel")
   return table
+
+
+def patch_kernel_from_hf(weight: np.ndarray) -> np.ndarray:
+  """A patch convolution weight `[D, C, p, p]` (or Conv3d `[D, C, tp, p, p]`) as our matmul
+  kernel `[C*p*p, D]` (`[C*tp*p*p, D]`): patches flatten in the weight's `(c, [t,] y, x)`
+  order."""
+  return np.ascontiguousarray(np.asarray(weight).reshape(weight.shape[0], -1).T)
+
+
+def read_patch_kernel(directory: str | pathlib.Path, name: str, conv_shape: tuple[int, ...],
+                      dtype: Any = jnp.float32, shardings: Any = None,
+                      path: tuple[str, ...] = (),
+                      files: dict[str, pathlib.Path] | None = None) -> jax.Array:
+  """Reads the patch convolution weight `name` (`conv_shape`, e.g. `[D, C, p, p]`) from a
+  safetensors directory as our kernel (`patch_kernel_from_hf`).
+
+  Args:
+    directory: the checkpoint directory.
+    name: the weight's tensor name.
+    conv_shape: its Hugging Face shape.
+    dtype: parameter dtype.
+    shardings: optional tree of `NamedSharding`; the kernel's is at `path` in it.
+    path: where the kernel sits in `shardings`.
+    files: tensor name -> file, when the caller already listed the directory.
+
+  Raises:
+    CheckpointError: the weight is missing or has another shape (named).
+  """
+  raw = safetensors_loader.read_tensors(
+      directory, {name: (("w",), None, False)}, {"w": jax.ShapeDtypeStruct(conv_shape, dtype)},
+      dtype, None, files)["w"]
+  target = shardings
+  for key in path if shardings is not None else ():
+    target = target[key]
+  return sharding.put(patch_kernel_from_hf(np.asarray(raw)), target)
+
+
+def patchify(pixel_values: jax.Array, patch_size: int) -> jax.Array:
+  """`[B, C, H, W]` -> `[B, (H//p) * (W//p), C*p*p]`, patches row-major, each flattened
+  `(c, y, x)` like the convolution weight; a remainder narrower than a patch is dropped (as the
+  stride-`p` convolution drops it)."""
+  B, C, H, W = pixel_values.shape
+  p = patch_size
+  h, w = H // p, W // p
+  x = pixel_values[:, :, :h * p, :w * p].reshape(B, C, h, p, w, p)
+  return x.transpose(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * p * p)
+
+
+def embed_patches(params: Params, pixel_values: jax.Array, patch_size: int,
+                  dtype: Any) -> jax.Array:
+  """The patch convolution: `patchify` then `kernel [C*p*p, D]` (+ `bias [D]` when `params`
+  has one).
+
+  Returns:
+    `[B, (H//p) * (W//p), D]` in `dtype`.
+  """
+  x = linear(patchify(pixel_values.astype(dtype), patch_size), params["kernel"], dtype)
+  if "bias" in params:
+    x = x + params["bias"].astype(dtype)
+  return x
 
 
 def layer_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:
