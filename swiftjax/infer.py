@@ -1,8 +1,10 @@
 """Load a model with its tokenizer and answer chat prompts: the library side of `launch.infer`."""
 
 import dataclasses
+import json
+import os
 import pathlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -204,25 +206,35 @@ def answer_file(model: LoadedModel, input_path: str | pathlib.Path,
   Returns:
     the number of requests answered.
   """
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   requests = read_requests(input_path)
-  output_path = pathlib.Path(output_path)
-  tmp = output_path.with_name(output_path.name + ".tmp")
-  output_path.parent.mkdir(parents=True, exist_ok=True)
+
+  def rows():
+    for start in range(0, len(requests), batch_size):
+      batch = requests[start:start + batch_size]
+      prompts = [_chat_messages(r["messages"], r["tools"], agent_template) for r in batch]
+      answers = chat(model, prompts, sampling, seed=seed + start, stop=stop)
+      for r, a in zip(batch, answers):
+        yield {"messages": r["messages"], "response": a, "labels": r["labels"]}
+
+  write_jsonl_atomic(output_path, rows())
+  return len(requests)
+
+
+def write_jsonl_atomic(path: str | pathlib.Path, rows: Iterable[Any]) -> None:
+  """Writes `rows` to `path` as JSONL (one `json.dumps(row, ensure_ascii=False)` per line), whole
+  or not at all: into `path` + ".tmp", renamed over `path` once the last row is written, so an
+  error while `rows` is being produced (a generator answering requests as it goes) leaves
+  neither output nor temporary file. Parent folders are created."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  path.parent.mkdir(parents=True, exist_ok=True)
   try:
     with open(tmp, "w", encoding="utf-8") as f:
-      for start in range(0, len(requests), batch_size):
-        batch = requests[start:start + batch_size]
-        prompts = [_chat_messages(r["messages"], r["tools"], agent_template) for r in batch]
-        answers = chat(model, prompts, sampling, seed=seed + start, stop=stop)
-        for r, a in zip(batch, answers):
-          f.write(json.dumps({"messages": r["messages"], "response": a, "labels": r["labels"]},
-                             ensure_ascii=False) + "\n")
-    os.replace(tmp, output_path)
+      for row in rows:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
   finally:
     tmp.unlink(missing_ok=True)
-  return len(requests)
 
 
 def _chat_messages(messages: list[dict], tools: Any, agent_template: str | None) -> list[dict]:

@@ -1,5 +1,5 @@
-"""What every multimodal family reads first from a checkpoint directory: its `config.json`,
-and where each part's tensors sit.
+"""Where each part of a multimodal checkpoint keeps its tensors (the family reads its
+`config.json` with `safetensors_loader.read_config_json`).
 
 A multimodal checkpoint puts its parts (vision tower, projector, language model) under module
 prefixes that depend on who wrote it: published checkpoints, transformers 5 (whose in-memory
@@ -8,8 +8,6 @@ prefixes (or a word the prefix must contain) and a probe tensor; `find_prefix` p
 this checkpoint uses from its tensor names.
 """
 
-import json
-import pathlib
 from typing import Any, Iterable, Sequence
 
 from swiftjax import errors
@@ -17,21 +15,6 @@ from swiftjax.models import decoder
 from swiftjax.models.config import ModelConfig
 
 TensorTable = dict[str, tuple[tuple[str, ...], int | None, bool]]
-
-
-def read_config_json(directory: str | pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
-  """`(config dict, path)` of a checkpoint directory's `config.json`.
-
-  Raises:
-    CheckpointError: no `config.json`, or invalid JSON (file and line named).
-  """
-  path = pathlib.Path(directory) / "config.json"
-  if not path.is_file():
-    raise errors.CheckpointError(f"{directory} has no config.json")
-  try:
-    return json.loads(path.read_text()), path
-  except json.JSONDecodeError as e:
-    raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
 
 
 def find_prefix(names: Iterable[str], probe: str, where: Any, what: str, *,

@@ -59,7 +59,7 @@ class Geometry:
     return self.grid * self.grid
 
 
-def _spec(vision: vit.VitConfig, geo: Geometry) -> dict:
+def _spec(vision: vit.VitConfig, geo: Geometry) -> decoder.Spec:
   """Embedding and pre-norm parameters: path -> (shape, logical axes, init std or kind)."""
   D = vision.hidden_size
   patch = geo.num_channels * geo.patch_size * geo.patch_size
@@ -75,15 +75,14 @@ def _spec(vision: vit.VitConfig, geo: Geometry) -> dict:
 
 def param_axes(vision: vit.VitConfig, geo: Geometry) -> Params:
   """Logical axis names of every tower parameter."""
-  tree = decoder.nest({p: axes for p, (_, axes, _) in _spec(vision, geo).items()})
+  tree = decoder.axes_from_spec(_spec(vision, geo))
   tree["encoder"] = vit.param_axes(vision)
   return tree
 
 
 def param_shapes(vision: vit.VitConfig, geo: Geometry, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every tower parameter."""
-  tree = decoder.nest({p: jax.ShapeDtypeStruct(s, dtype)
-                       for p, (s, _, _) in _spec(vision, geo).items()})
+  tree = decoder.shapes_from_spec(_spec(vision, geo), dtype)
   tree["encoder"] = vit.param_shapes(vision, dtype)
   return tree
 
@@ -93,13 +92,7 @@ def init(vision: vit.VitConfig, geo: Geometry, rng: jax.Array,
   """Random tower parameters (stds as transformers' CLIP init: 0.02, class token D**-0.5)."""
   spec = _spec(vision, geo)
   keys = jax.random.split(rng, len(spec) + 1)
-  flat = {}
-  for key, (path, (shape, _, kind)) in zip(keys[1:], spec.items()):
-    if isinstance(kind, float):
-      flat[path] = (kind * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-    else:
-      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
-  tree = decoder.nest(flat)
+  tree = decoder.init_from_spec(spec, keys[1:], dtype)
   tree["encoder"] = vit.init(vision, keys[0], dtype)
   return tree
 

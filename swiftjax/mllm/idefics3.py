@@ -126,7 +126,7 @@ def _side(x) -> int:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads `config.json` of a checkpoint directory."""
-  d, path = checkpoint.read_config_json(directory)
+  d, path = safetensors_loader.read_config_json(directory)
   return Config.from_hf_dict(d, where=str(path))
 
 

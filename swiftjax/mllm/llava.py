@@ -145,13 +145,13 @@ class Config:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads and validates a LLaVA `config.json`."""
-  d, path = checkpoint.read_config_json(directory)
+  d, path = safetensors_loader.read_config_json(directory)
   return Config.from_hf_dict(d, path)
 
 
 # ----------------------------------------------------------------------------- parameters
 
-def _projector_spec(cfg: Config) -> dict:
+def _projector_spec(cfg: Config) -> decoder.Spec:
   dv = cfg.vision.hidden_size * len(cfg.feature_layers)
   dt = cfg.text.hidden_size
   spec = {("linear_1", "kernel"): ((dv, dt), ("embed", "mlp"), "normal"),
@@ -165,26 +165,21 @@ def _projector_spec(cfg: Config) -> dict:
 def param_axes(cfg: Config) -> Params:
   """Logical axis names of every parameter."""
   return {"vision": clip.param_axes(cfg.vision, cfg.geometry),
-          "projector": decoder.nest({p: a for p, (_, a, _) in _projector_spec(cfg).items()}),
+          "projector": decoder.axes_from_spec(_projector_spec(cfg)),
           "language_model": decoder.param_axes(cfg.text)}
 
 
 def param_shapes(cfg: Config, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every parameter."""
   return {"vision": clip.param_shapes(cfg.vision, cfg.geometry, dtype),
-          "projector": decoder.nest({p: jax.ShapeDtypeStruct(s, dtype)
-                                     for p, (s, _, _) in _projector_spec(cfg).items()}),
+          "projector": decoder.shapes_from_spec(_projector_spec(cfg), dtype),
           "language_model": decoder.param_shapes(cfg.text, dtype)}
 
 
 def init_projector(cfg: Config, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
   """Random projector (normal, std 0.02; biases zero)."""
   spec = _projector_spec(cfg)
-  flat = {}
-  for key, (path, (shape, _, kind)) in zip(jax.random.split(rng, len(spec)), spec.items()):
-    flat[path] = ((0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-                  if kind == "normal" else jnp.zeros(shape, dtype))
-  return decoder.nest(flat)
+  return decoder.init_from_spec(spec, jax.random.split(rng, len(spec)), dtype)
 
 
 def init(cfg: Config, rng: jax.Array, dtype: Any = jnp.float32) -> Params:

@@ -140,13 +140,13 @@ class Config:
 
 def read_config(directory: str | pathlib.Path) -> Config:
   """Reads `config.json` of a Qwen2-VL checkpoint directory."""
-  d, path = checkpoint.read_config_json(directory)
+  d, path = safetensors_loader.read_config_json(directory)
   return Config.from_hf_dict(d, path)
 
 
 # ----------------------------------------------------------------------------- parameters
 
-def _spec(cfg: Config) -> dict:
+def _spec(cfg: Config) -> decoder.Spec:
   """Patch embedding and merger parameters: path -> (shape, logical axes, init kind)."""
   E, M, D = cfg.vision.hidden_size, cfg.merged_dim, cfg.text.hidden_size
   return {
@@ -168,13 +168,13 @@ def _assemble(own: Params, encoder: Params, language_model: Params) -> Params:
 
 def param_axes(cfg: Config) -> Params:
   """Logical axis names of every parameter."""
-  own = decoder.nest({p: axes for p, (_, axes, _) in _spec(cfg).items()})
+  own = decoder.axes_from_spec(_spec(cfg))
   return _assemble(own, vit.param_axes(cfg.vision), decoder.param_axes(cfg.text))
 
 
 def param_shapes(cfg: Config, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every parameter."""
-  own = decoder.nest({p: jax.ShapeDtypeStruct(s, dtype) for p, (s, _, _) in _spec(cfg).items()})
+  own = decoder.shapes_from_spec(_spec(cfg), dtype)
   return _assemble(own, vit.param_shapes(cfg.vision, dtype), decoder.param_shapes(cfg.text, dtype))
 
 
@@ -182,13 +182,8 @@ def init(cfg: Config, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
   """Random parameters (normal, std 0.02; LayerNorms identity, biases zero)."""
   spec = _spec(cfg)
   keys = jax.random.split(rng, len(spec) + 2)
-  flat = {}
-  for key, (path, (shape, _, kind)) in zip(keys[2:], spec.items()):
-    if kind == "normal":
-      flat[path] = (0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-    else:
-      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
-  return _assemble(decoder.nest(flat), vit.init(cfg.vision, keys[0], dtype),
+  return _assemble(decoder.init_from_spec(spec, keys[2:], dtype),
+                   vit.init(cfg.vision, keys[0], dtype),
                    decoder.init(cfg.text, keys[1], dtype))
 
 

@@ -55,7 +55,7 @@ class PatchConfig:
     return self.num_channels * self.patch_size ** 2
 
 
-def _spec(vcfg: vit.VitConfig, pcfg: PatchConfig):
+def _spec(vcfg: vit.VitConfig, pcfg: PatchConfig) -> decoder.Spec:
   D, n = vcfg.hidden_size, pcfg.num_patches_per_side
   return {
       ("embeddings", "patch_embedding", "kernel"): ((pcfg.patch_dim, D), (None, "embed"),
@@ -69,15 +69,14 @@ def _spec(vcfg: vit.VitConfig, pcfg: PatchConfig):
 
 def param_axes(vcfg: vit.VitConfig, pcfg: PatchConfig) -> Params:
   """Logical axis names of every tower parameter."""
-  tree = decoder.nest({p: axes for p, (_, axes, _) in _spec(vcfg, pcfg).items()})
+  tree = decoder.axes_from_spec(_spec(vcfg, pcfg))
   tree["encoder"] = vit.param_axes(vcfg)
   return tree
 
 
 def param_shapes(vcfg: vit.VitConfig, pcfg: PatchConfig, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every tower parameter."""
-  tree = decoder.nest({p: jax.ShapeDtypeStruct(s, dtype)
-                       for p, (s, _, _) in _spec(vcfg, pcfg).items()})
+  tree = decoder.shapes_from_spec(_spec(vcfg, pcfg), dtype)
   tree["encoder"] = vit.param_shapes(vcfg, dtype)
   return tree
 
@@ -87,13 +86,7 @@ def init(vcfg: vit.VitConfig, pcfg: PatchConfig, rng: jax.Array,
   """Random tower parameters (normal, std 0.02; norms identity, biases zero)."""
   spec = _spec(vcfg, pcfg)
   keys = jax.random.split(rng, len(spec) + 1)
-  flat = {}
-  for key, (path, (shape, _, kind)) in zip(keys[1:], spec.items()):
-    if kind == "normal":
-      flat[path] = (0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-    else:
-      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
-  tree = decoder.nest(flat)
+  tree = decoder.init_from_spec(spec, keys[1:], dtype)
   tree["encoder"] = vit.init(vcfg, keys[0], dtype)
   return tree
 

@@ -76,7 +76,7 @@ class VitConfig:
     return self.hidden_size // self.num_heads
 
 
-def _spec(cfg: VitConfig) -> dict[tuple[str, ...], tuple[tuple[int, ...], tuple[str, ...], str]]:
+def _spec(cfg: VitConfig) -> decoder.Spec:
   """path -> (shape, logical axes, init kind)."""
   L, D, F = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size
   spec = {}
@@ -100,24 +100,18 @@ def _spec(cfg: VitConfig) -> dict[tuple[str, ...], tuple[tuple[int, ...], tuple[
 
 def param_axes(cfg: VitConfig) -> Params:
   """Logical axis names of every encoder parameter."""
-  return decoder.nest({p: axes for p, (_, axes, _) in _spec(cfg).items()})
+  return decoder.axes_from_spec(_spec(cfg))
 
 
 def param_shapes(cfg: VitConfig, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every encoder parameter."""
-  return decoder.nest({p: jax.ShapeDtypeStruct(s, dtype) for p, (s, _, _) in _spec(cfg).items()})
+  return decoder.shapes_from_spec(_spec(cfg), dtype)
 
 
 def init(cfg: VitConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
   """Random encoder parameters (normal, std 0.02; LayerNorms identity, biases zero)."""
   spec = _spec(cfg)
-  flat = {}
-  for key, (path, (shape, _, kind)) in zip(jax.random.split(rng, len(spec)), spec.items()):
-    if kind == "normal":
-      flat[path] = (0.02 * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
-    else:
-      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
-  return decoder.nest(flat)
+  return decoder.init_from_spec(spec, jax.random.split(rng, len(spec)), dtype)
 
 
 def hf_tensor_names(cfg: VitConfig, prefix: str, names: dict[str, str] | None = None

@@ -43,6 +43,9 @@ from swiftjax.models.config import ModelConfig
 
 Params = dict[str, Any]
 Cache = dict[str, jax.Array]
+# A parameter table: path -> (shape, logical axes, init kind: a float std, "normal", "ones" or
+# "zeros"). `axes_from_spec`, `shapes_from_spec` and `init_from_spec` turn one into trees.
+Spec = dict[tuple[str, ...], tuple[tuple[int, ...], tuple[str | None, ...], float | str]]
 
 _PROJ = {
     ("self_attn", "q_proj"): ("embed", "q_heads"),
@@ -75,7 +78,7 @@ def _layer_norm_names(cfg: ModelConfig) -> tuple[str, ...]:
   return names
 
 
-def _spec(cfg: ModelConfig) -> dict[tuple[str, ...], tuple[tuple[int, ...], tuple[str, ...], str]]:
+def _spec(cfg: ModelConfig) -> Spec:
   """Every parameter: path -> (shape, logical axes, init kind in {normal, zeros, ones})."""
   L, D, V = cfg.num_layers, cfg.hidden_size, cfg.vocab_size
   norm_init = "zeros" if cfg.norm_offset else "ones"
@@ -108,29 +111,61 @@ def nest(flat: dict[tuple[str, ...], Any]) -> Params:
   return tree
 
 
+def axes_from_spec(spec: Spec) -> Params:
+  """The nested logical axis names of a spec table's parameters."""
+  return nest({path: axes for path, (_, axes, _) in spec.items()})
+
+
+def shapes_from_spec(spec: Spec, dtype: Any = jnp.float32) -> Params:
+  """The nested `jax.ShapeDtypeStruct` of a spec table's parameters, without allocating."""
+  return nest({path: jax.ShapeDtypeStruct(shape, dtype) for path, (shape, _, _) in spec.items()})
+
+
+def init_from_spec(spec: Spec, keys: Any, dtype: Any = jnp.float32) -> Params:
+  """Random parameters of a spec table, nested.
+
+  An entry's init kind is a float (the std of a normal draw), "normal" (std 0.02, as Hugging
+  Face initialises these models), "ones" or "zeros". Draws are made in float32 and cast to
+  `dtype`, so a key gives the same values whatever the dtype's precision.
+
+  Args:
+    spec: path -> `(shape, logical axes, init kind)`.
+    keys: one PRNG key per entry, in the spec's order (e.g. `jax.random.split(rng, len(spec))`);
+      an entry that is not drawn still uses up its key, so a spec's keys do not shift.
+    dtype: parameter dtype.
+
+  Raises:
+    ValueError: a key count other than `len(spec)`, or an unknown init kind.
+  """
+  if len(keys) != len(spec):
+    raise ValueError(f"{len(keys)} keys for a spec of {len(spec)} parameters")
+  flat = {}
+  for key, (path, (shape, _, kind)) in zip(keys, spec.items()):
+    if kind == "ones" or kind == "zeros":
+      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
+    elif kind == "normal" or isinstance(kind, float):
+      std = 0.02 if kind == "normal" else kind
+      flat[path] = (std * jax.random.normal(key, shape, jnp.float32)).astype(dtype)
+    else:
+      raise ValueError(f"{'/'.join(path)}: unknown init kind {kind!r}")
+  return nest(flat)
+
+
 def param_axes(cfg: ModelConfig) -> Params:
   """Logical axis names of every parameter (same tree structure as `init`)."""
-  return nest({path: axes for path, (_, axes, _) in _spec(cfg).items()})
+  return axes_from_spec(_spec(cfg))
 
 
 def param_shapes(cfg: ModelConfig, dtype: Any = jnp.float32) -> Params:
   """`jax.ShapeDtypeStruct` of every parameter, without allocating anything."""
-  return nest({path: jax.ShapeDtypeStruct(shape, dtype)
-                for path, (shape, _, _) in _spec(cfg).items()})
+  return shapes_from_spec(_spec(cfg), dtype)
 
 
 def init(cfg: ModelConfig, rng: jax.Array, dtype: Any = jnp.float32) -> Params:
   """Random parameters (normal, std 0.02, as Hugging Face initialises these models); norm
   scales start at the identity and biases at zero."""
   spec = _spec(cfg)
-  keys = dict(zip(spec, jax.random.split(rng, len(spec))))
-  flat = {}
-  for path, (shape, _, kind) in spec.items():
-    if kind == "normal":
-      flat[path] = (0.02 * jax.random.normal(keys[path], shape, jnp.float32)).astype(dtype)
-    else:
-      flat[path] = (jnp.ones if kind == "ones" else jnp.zeros)(shape, dtype)
-  return nest(flat)
+  return init_from_spec(spec, jax.random.split(rng, len(spec)), dtype)
 
 
 def hf_tensor_names(cfg: ModelConfig) -> dict[str, tuple[tuple[str, ...], int | None, bool]]:

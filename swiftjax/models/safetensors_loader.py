@@ -17,15 +17,26 @@ from swiftjax.models import decoder
 from swiftjax.models import families
 from swiftjax.models.config import ModelConfig
 
-def read_config(directory: pathlib.Path) -> ModelConfig:
-  """Reads and validates `config.json`."""
-  path = directory / "config.json"
+
+def read_config_json(directory: str | pathlib.Path) -> tuple[dict[str, Any], pathlib.Path]:
+  """`(config dict, path)` of a checkpoint directory's `config.json`, not yet validated (a
+  multimodal family reads its own composite config from it).
+
+  Raises:
+    CheckpointError: no `config.json`, or invalid JSON (file and line named).
+  """
+  path = pathlib.Path(directory) / "config.json"
   if not path.is_file():
     raise errors.CheckpointError(f"{directory} has no config.json")
   try:
-    d = json.loads(path.read_text())
+    return json.loads(path.read_text()), path
   except json.JSONDecodeError as e:
     raise errors.CheckpointError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+
+
+def read_config(directory: pathlib.Path) -> ModelConfig:
+  """Reads and validates `config.json`."""
+  d, path = read_config_json(directory)
   families.check_supported(d.get("model_type"), path)
   return ModelConfig.from_hf_dict(d)
 
