@@ -1,7 +1,7 @@
 r"""The main job: teach the embedded SmolLM2-135M-Instruct to call tools with LoRA, and show it.
 
   python -m launch.demo                                   # `make demo`; minutes on 2 CPU cores
-  python -m launch.demo --train_rows=256 --output_dir=output/demo --overwrite
+  python -m launch.demo --train_rows=160 --learning_rate=4e-4 --output_dir=output/demo --overwrite
 
 1. Generates the project's own tool-use data (`swiftjax.agent.tooldata`): training
    conversations over 37 tools, and test conversations over 12 held-out tools that never occur
@@ -30,12 +30,12 @@ from swiftjax import errors
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "output/demo", "Where data, run and results go.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier demo in --output_dir.")
-_TRAIN_ROWS = flags.DEFINE_integer("train_rows", 96, "Training conversations.", lower_bound=1)
+_TRAIN_ROWS = flags.DEFINE_integer("train_rows", 48, "Training conversations.", lower_bound=1)
 _EVAL_ROWS = flags.DEFINE_integer("eval_rows", 8, "Held-out test conversations scored turn by "
                                   "turn (about two turns each).", lower_bound=1)
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Generation budget per turn.",
                                        lower_bound=1)
-_LR = flags.DEFINE_float("learning_rate", 4e-4, "LoRA peak learning rate.", lower_bound=0.0)
+_LR = flags.DEFINE_float("learning_rate", 1e-3, "LoRA peak learning rate.", lower_bound=0.0)
 _MAX_LENGTH = flags.DEFINE_integer("max_length", 1024, "Packed row length.", lower_bound=64)
 _MAX_STEPS = flags.DEFINE_integer("max_steps", -1, "Stop after this many steps (-1: one epoch).")
 _SEED = flags.DEFINE_integer("seed", 0, "Data and training seed.")
