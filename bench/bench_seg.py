@@ -24,8 +24,8 @@ from absl import flags
 import numpy as np
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
-_MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or ablations: "
-                            "seg-nopair, seg-perlength, seg-cn).")
+_MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or variants: "
+                            "seg-full, seg-nopair, seg-perlength, seg-cn).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
@@ -52,12 +52,18 @@ PRESETS = {
     ("ogbl-ddi", "sage"): ["--epochs=20", "--eval_every=5", "--hidden=128",
                            "--embedding_dim=128"],
 }
-for _model in ("seg", "seal", "gcn", "sage"):
+# Full-graph SEG (`--gnn=full`): the GCN's budget and widths, with the path labels fused in.
+PRESETS[("cora", "seg-full")] = ["--gnn=full"] + _GAE_PLANETOID
+PRESETS[("ogbl-ddi", "seg-full")] = ["--gnn=full", "--epochs=20", "--eval_every=5",
+                                     "--hidden=128", "--embedding_dim=128"]
+for _model in ("seg", "seal", "gcn", "sage", "seg-full"):
   PRESETS[("citeseer", _model)] = PRESETS[("cora", _model)]
-# Ablations: name -> (the --model it runs, extra flags).
+# Variants: name -> (the --model it runs, extra flags); a (dataset, variant) preset replaces the
+# model's own.
 VARIANTS = {"seg-nopair": ("seg", ["--nopair_readout"]),
             "seg-perlength": ("seg", ["--per_length"]),
-            "seg-cn": ("seg", ["--pair_counts"])}
+            "seg-cn": ("seg", ["--pair_counts"]),
+            "seg-full": ("seg", [])}
 
 
 def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | None:
@@ -67,7 +73,7 @@ def run_one(dataset: str, model: str, seed: int, out: pathlib.Path) -> dict | No
     base, extra = VARIANTS.get(model, (model, []))
     cmd = [sys.executable, "-m", "launch.seg", f"--dataset={dataset}", f"--model={base}",
            f"--seed={seed}", f"--output_dir={out}", "--overwrite"]  # a partial run is redone
-    cmd += PRESETS[(dataset, base)] + extra
+    cmd += PRESETS.get((dataset, model), PRESETS[(dataset, base)]) + extra
     print("$", " ".join(cmd[1:]), flush=True)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -5,7 +5,8 @@
 1. loads the split (`load_split`: ogbl-* from an OGB root, cora/citeseer with a seeded 85/5/10
    split, or an edge-list path);
 2. builds the runner (`make_runner`): `graphs.subgraph_runner.SubgraphRunner` for seg/seal,
-   `graphs.gae.GAERunner` for gcn/sage; both have `init`, `train_epoch`, `score`, `params`;
+   `graphs.seg_full.FullSEGRunner` for seg with `gnn="full"` in the options,
+   `graphs.gae.GAERunner` for gcn/sage; all have `init`, `train_epoch`, `score`, `params`;
 3. trains `epochs` epochs; every `eval_every` epochs (and after the last) scores the validation
    and test positives and negatives with `ogb.linkproppred.Evaluator` (`link_data.evaluate`) and
    keeps the test metrics of the epoch with the best validation metric (OGB's protocol: model
@@ -37,6 +38,9 @@ from graphs import planetoid
 from graphs.errors import GraphError
 
 MODELS = ("seg", "seal", "gcn", "sage")
+# SEG's GNN: DGCNN on each pair's enclosing subgraph (`graphs/seg.py`) or a GCN over the whole
+# graph fused with exact path labels (`graphs/seg_full.py`).
+GNNS = ("subgraph", "full")
 PLANETOID = ("cora", "citeseer")
 
 
@@ -88,7 +92,16 @@ def load_split(dataset: str, data_root: str, seed: int) -> link_data.LinkSplit:
 
 def make_runner(model: str, split: link_data.LinkSplit, seed: int, options: dict):
   """A runner for `model` with `options` overriding its config's defaults."""
-  if model in ("seg", "seal"):
+  options = dict(options)
+  gnn = options.pop("gnn", "subgraph")
+  if gnn not in GNNS:
+    raise GraphError(f"gnn must be one of {', '.join(GNNS)}, got {gnn!r}")
+  if gnn == "full" and model != "seg":
+    raise GraphError(f"gnn=full applies to model seg only, not {model}")
+  if model == "seg" and gnn == "full":
+    from graphs import seg_full  # pylint: disable=g-import-not-at-top
+    cls, cfg_cls = seg_full.FullSEGRunner, seg_full.FullSEGConfig
+  elif model in ("seg", "seal"):
     from graphs import subgraph_runner  # pylint: disable=g-import-not-at-top
     cls, cfg_cls = subgraph_runner.SubgraphRunner, subgraph_runner.SubgraphConfig
     options = dict(options, model=model)

@@ -33,6 +33,14 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --
 
 # Model options: passed on only when given, to the model's own config.
 _OPTIONS = {
+    # SEG's GNN: per-pair subgraphs (SubgraphConfig) or the whole graph (seg_full.FullSEGConfig)
+    "gnn": flags.DEFINE_enum("gnn", "subgraph", ["subgraph", "full"], "seg: DGCNN on each "
+                             "pair's enclosing subgraph, or a GCN over the whole graph fused "
+                             "with exact path labels (dense graphs such as ogbl-ddi)."),
+    "num_buckets": flags.DEFINE_integer("num_buckets", 12, "seg --gnn=full: log-scale buckets of "
+                                        "the length-3 path counts."),
+    "structure_hidden": flags.DEFINE_integer("structure_hidden", 64, "seg --gnn=full: "
+                                             "structure encoder width."),
     # SEG / SEAL (graphs.subgraph_runner.SubgraphConfig)
     "num_hops": flags.DEFINE_integer("num_hops", 1, "seg/seal: hops of the enclosing subgraph."),
     "max_nodes_per_hop": flags.DEFINE_integer("max_nodes_per_hop", None,
@@ -61,11 +69,11 @@ _OPTIONS = {
     "dropout": flags.DEFINE_float("dropout", 0.5, "Dropout."),
     "batch_size": flags.DEFINE_integer("batch_size", 64, "Pairs per step (gcn/sage: positives)."),
     "lr": flags.DEFINE_float("lr", 1e-3, "Learning rate."),
-    # GCN / SAGE (graphs.gae.GAEConfig)
-    "num_layers": flags.DEFINE_integer("num_layers", 2, "gcn/sage: layers."),
+    # GCN / SAGE (graphs.gae.GAEConfig), also the GNN of seg --gnn=full
+    "num_layers": flags.DEFINE_integer("num_layers", 2, "gcn/sage/seg --gnn=full: layers."),
     "decoder": flags.DEFINE_enum("decoder", "mlp", ["mlp", "dot"], "gcn/sage: pair decoder."),
     "adjacency": flags.DEFINE_enum("adjacency", "auto", ["auto", "dense", "sparse"],
-                                   "gcn/sage: dense or sparse message passing."),
+                                   "gcn/sage/seg --gnn=full: dense or sparse message passing."),
 }
 
 

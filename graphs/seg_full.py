@@ -1,0 +1,297 @@
+"""Full-graph SEG: exact path labels of the target pair fused with a GNN over the whole graph.
+
+The subgraph SEG (`graphs/seg.py`) runs its GNN on each pair's capped enclosing subgraph. On
+dense graphs (ogbl-ddi: 4,267 nodes, mean degree ~500) the cap keeps a few percent of the
+neighbourhood and every pair costs a subgraph. Here the two parts of SEG are split the other way
+round, as the abstract describes them ("path labeling ... incorporated into an ordinary GNN",
+"jointly training the structure encoder and deep GNN model"):
+
+- the *ordinary GNN* is the full-graph GCN / GraphSAGE of `graphs/gae.py` over the training graph
+  (a learnable node embedding when the graph has no features): z [N, H];
+- the *path labels* of the pair's neighbours are computed exactly on the whole graph
+  (`graphs/path_features.py`): for each side a histogram hist_s [2B] of its neighbours' labels, and
+  the numbers of u-v paths of length 2 and 3;
+- the *structure encoder* maps log(1 + hist_s) through a 2-layer MLP to s_u, s_v [S] and reads out
+  s_u * s_v (order-free, as the subgraph SEG's structure score reads z_u * z_v);
+- fusion: the decoder MLP (OGB's LinkPredictor shape, `decoder_layers` layers of width H) reads
+  [z_u * z_v | s_u * s_v | log(1 + paths)] and gives one logit. Everything trains jointly with
+  OGB's loss (BCE over positives + BCE over as many uniform random negatives).
+
+Training negatives are drawn on the host per epoch (seeded by (seed, epoch)) so their path
+features can be computed in numba before the jitted step; the positives' features are computed
+once (the preprocessing time), the evaluation pairs' once per split name.
+
+Pure functions: `init(cfg, num_nodes, num_features, hist_dim, rng) -> params` ({"gnn": gae
+params without a decoder, "structure": {...}, "decoder": {...}}), `apply(params, graph, z_pairs,
+hist, paths, cfg, ...) -> logits`; `FullSEGRunner` has the runner interface of
+`graphs/link_train.py` (`init`, `train_epoch`, `score`, `params`).
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from graphs import gae
+from graphs import path_features
+from graphs import subgraph_runner
+from graphs.errors import GraphError
+from graphs.link_data import LinkSplit
+
+SCORE_CHUNK = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class FullSEGConfig:
+  """Hyperparameters (GNN defaults: OGB's ogbl-ddi GCN example, as `gae.GAEConfig`).
+
+  Attributes:
+    encoder: the ordinary GNN, "gcn" or "sage".
+    hidden: H, GNN width and decoder width.
+    num_layers: GNN layers.
+    dropout: after every GNN layer but the last and between decoder layers, in training.
+    decoder_layers: Linear layers of the fusion decoder (-> 1).
+    embedding_dim: learnable node embedding width.
+    use_embedding: concatenate the embedding to node features (always used without features).
+    num_buckets: B, log-scale buckets of the length-3 path counts (`path_features`).
+    structure_hidden: S, width of the structure encoder.
+    lr: Adam learning rate.
+    batch_size: positive pairs per step (as many random negatives are added).
+    adjacency: GNN propagation, "auto", "dense" or "sparse" (`gae.use_dense`).
+  """
+  encoder: str = "gcn"
+  hidden: int = 256
+  num_layers: int = 2
+  dropout: float = 0.5
+  decoder_layers: int = 3
+  embedding_dim: int = 256
+  use_embedding: bool = False
+  num_buckets: int = 12
+  structure_hidden: int = 64
+  lr: float = 0.005
+  batch_size: int = 65536
+  adjacency: str = "auto"
+
+  def __post_init__(self):
+    self.gae_config()  # validates the shared fields
+    for name in ("num_buckets", "structure_hidden"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise GraphError(f"FullSEGConfig.{name} must be an integer >= 1, got {value!r}")
+    if self.num_buckets < 2:
+      raise GraphError(f"FullSEGConfig.num_buckets must be >= 2, got {self.num_buckets}")
+
+  def gae_config(self) -> gae.GAEConfig:
+    """The GNN part as a `gae.GAEConfig` (its decoder unused)."""
+    return gae.GAEConfig(encoder=self.encoder, hidden=self.hidden, num_layers=self.num_layers,
+                         dropout=self.dropout, decoder="mlp", decoder_layers=self.decoder_layers,
+                         embedding_dim=self.embedding_dim, use_embedding=self.use_embedding,
+                         lr=self.lr, batch_size=self.batch_size, adjacency=self.adjacency)
+
+
+def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
+         rng: jax.Array) -> dict[str, Any]:
+  """Fresh parameters.
+
+  Args:
+    cfg: hyperparameters.
+    num_nodes: N.
+    num_features: F (0: none).
+    hist_dim: 2B, the label classes per side (`PathFeaturizer.hist_dim`).
+    rng: PRNG key.
+
+  Returns:
+    {"gnn": {"embedding"?, "encoder"}, "structure": {"lin_0": [2B, S], "lin_1": [S, S]},
+    "decoder": {"lin_0": [H + S + 2, H], ..., "lin_{L-1}": [H, 1]}} (torch.nn.Linear init).
+  """
+  k_gnn, k_s0, k_s1, k_dec = jax.random.split(rng, 4)
+  gnn = gae.init(cfg.gae_config(), num_nodes, num_features, k_gnn)
+  del gnn["decoder"]
+  s = cfg.structure_hidden
+  structure = {"lin_0": gae._torch_linear(k_s0, hist_dim, s),  # pylint: disable=protected-access
+               "lin_1": gae._torch_linear(k_s1, s, s)}  # pylint: disable=protected-access
+  decoder = {}
+  width = cfg.hidden + s + 2
+  for i, k in enumerate(jax.random.split(k_dec, cfg.decoder_layers)):
+    out = 1 if i == cfg.decoder_layers - 1 else cfg.hidden
+    decoder[f"lin_{i}"] = gae._torch_linear(k, width, out)  # pylint: disable=protected-access
+    width = cfg.hidden
+  return {"gnn": gnn, "structure": structure, "decoder": decoder}
+
+
+def structure_code(params: dict[str, Any], hist: jax.Array) -> jax.Array:
+  """[P, S] s_u * s_v from hist [P, 2, 2B] (counts; log(1 + .) taken here)."""
+  x = jnp.log1p(hist)
+  p0, p1 = params["structure"]["lin_0"], params["structure"]["lin_1"]
+  x = jax.nn.relu(x @ p0["kernel"] + p0["bias"])
+  x = x @ p1["kernel"] + p1["bias"]
+  return x[:, 0] * x[:, 1]
+
+
+def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Array,
+           paths: jax.Array, cfg: FullSEGConfig, *, train: bool = False,
+           rng: jax.Array | None = None) -> jax.Array:
+  """Link logits.
+
+  Args:
+    params: from `init`.
+    z: [N, H] from `gae.encode` of `params["gnn"]`.
+    pairs: [P, 2] node ids.
+    hist: [P, 2, 2B] label histograms; paths: [P, 2] path counts (`PathFeaturizer`).
+    cfg: the hyperparameters.
+    train: dropout between decoder layers (needs `rng`).
+    rng: dropout key.
+
+  Returns:
+    [P] float32 logits.
+  """
+  x = jnp.concatenate([z[pairs[:, 0]] * z[pairs[:, 1]], structure_code(params, hist),
+                       jnp.log1p(paths)], axis=-1)
+  for i in range(cfg.decoder_layers):
+    p = params["decoder"][f"lin_{i}"]
+    x = x @ p["kernel"] + p["bias"]
+    if i < cfg.decoder_layers - 1:
+      x = jax.nn.relu(x)
+      if train and cfg.dropout > 0:
+        x = gae._dropout(x, cfg.dropout, jax.random.fold_in(rng, i))  # pylint: disable=protected-access
+  return x[:, 0]
+
+
+class FullSEGState(NamedTuple):
+  params: dict[str, Any]
+  opt_state: Any
+
+
+class _Batch(NamedTuple):
+  pairs: jax.Array  # [2B, 2] positives then negatives
+  hist: jax.Array  # [2B, 2, 2K]
+  paths: jax.Array  # [2B, 2]
+  mask: jax.Array  # [B] False on padded positives (and their negatives)
+
+
+def _train_step(state: FullSEGState, graph: gae.GraphArrays, batch: _Batch, key: jax.Array, *,
+                cfg: FullSEGConfig, optimizer: optax.GradientTransformation
+                ) -> tuple[FullSEGState, jax.Array]:
+  k_enc, k_dec = jax.random.split(key)
+  weight = batch.mask.astype(jnp.float32)
+  count = jnp.maximum(weight.sum(), 1.0)
+  gcfg = cfg.gae_config()
+
+  def loss_fn(params):
+    z = gae.encode(params["gnn"], graph, gcfg, train=True, rng=k_enc)
+    logits = decode(params, z, batch.pairs, batch.hist, batch.paths, cfg, train=True, rng=k_dec)
+    b = batch.mask.shape[0]
+    pos = optax.sigmoid_binary_cross_entropy(logits[:b], jnp.ones((b,)))
+    neg = optax.sigmoid_binary_cross_entropy(logits[b:], jnp.zeros((b,)))
+    return jnp.sum(weight * (pos + neg)) / count
+
+  loss, grads = jax.value_and_grad(loss_fn)(state.params)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  return FullSEGState(optax.apply_updates(state.params, updates), opt_state), loss
+
+
+class FullSEGRunner:
+  """Trains and scores a `FullSEGConfig` model on a `LinkSplit` (runner interface of
+  `graphs/link_train.py`). One jitted step per fixed [batch] shape (the last partial batch padded
+  and masked); scoring encodes once per params and decodes fixed-size chunks."""
+
+  def __init__(self, split: LinkSplit, cfg: FullSEGConfig, seed: int):
+    if split.train_pos.shape[0] == 0:
+      raise GraphError(f"{split.name}: no training edges")
+    if int(seed) < 0:
+      raise GraphError(f"seed must be >= 0, got {seed}")
+    self.split, self.cfg, self.seed = split, cfg, int(seed)
+    self.mode = "full-graph"
+    self.num_nodes = int(split.num_nodes)
+    self.num_features = 0 if split.features is None else int(split.features.shape[1])
+    start = time.perf_counter()
+    indptr, indices = subgraph_runner.training_csr(split)
+    self.featurizer = path_features.PathFeaturizer(indptr, indices, cfg.num_buckets)
+    self._pos = np.asarray(split.train_pos, np.int32)
+    self._pos_hist, self._pos_paths = self.featurizer(self._pos)
+    self.preprocess_seconds = time.perf_counter() - start
+    self.graph = gae.make_graph(self.num_nodes, split.train_pos, cfg.gae_config(),
+                                split.features)
+    self.batch = min(cfg.batch_size, self._pos.shape[0])
+    self._optimizer = optax.adam(cfg.lr)
+    self._step = jax.jit(functools.partial(_train_step, cfg=cfg, optimizer=self._optimizer))
+    self._encode = jax.jit(functools.partial(gae.encode, cfg=cfg.gae_config(), train=False))
+    self._decode = jax.jit(functools.partial(decode, cfg=cfg, train=False))
+    self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    self._z_cache: tuple[list[Any], jax.Array] | None = None
+
+  def init(self) -> FullSEGState:
+    params = init(self.cfg, self.num_nodes, self.num_features, self.featurizer.hist_dim,
+                  jax.random.key(self.seed))
+    return FullSEGState(params, self._optimizer.init(params))
+
+  def params(self, state: FullSEGState) -> dict[str, Any]:
+    return state.params
+
+  def train_epoch(self, state: FullSEGState, epoch: int) -> tuple[FullSEGState, dict]:
+    """One pass over a (seed, epoch)-seeded permutation of the positives, each batch with as many
+    uniform random negatives (drawn and labelled on the host for the whole epoch first)."""
+    num, b = self._pos.shape[0], self.batch
+    rng = np.random.default_rng((self.seed, int(epoch)))
+    perm = rng.permutation(num)
+    neg = rng.integers(0, self.num_nodes, size=(num, 2), dtype=np.int64).astype(np.int32)
+    neg_hist, neg_paths = self.featurizer(neg)
+    key = jax.random.fold_in(jax.random.key(self.seed), int(epoch))
+    losses, counts = [], []
+    for step, start in enumerate(range(0, num, b)):
+      idx = perm[start:start + b]
+      rows = np.zeros(b, np.int64)
+      rows[:idx.size] = idx
+      mask = np.arange(b) < idx.size
+      batch = _Batch(
+          pairs=np.concatenate([self._pos[rows], neg[rows]]),
+          hist=np.concatenate([self._pos_hist[rows], neg_hist[rows]]),
+          paths=np.concatenate([self._pos_paths[rows], neg_paths[rows]]),
+          mask=mask)
+      state, loss = self._step(state, self.graph, batch, jax.random.fold_in(key, step))
+      losses.append(loss)
+      counts.append(idx.size)
+    loss = float(np.average(np.asarray(jax.device_get(losses)), weights=counts))
+    return state, {"loss": loss, "pairs": 2 * num}
+
+  def _features(self, pairs: np.ndarray, name: str | None):
+    if name is not None and name in self._cache and np.array_equal(self._cache[name][0], pairs):
+      return self._cache[name][1:]
+    hist, paths = self.featurizer(pairs)
+    if name is not None:
+      self._cache[name] = (pairs.copy(), hist, paths)
+    return hist, paths
+
+  def _embed(self, state: FullSEGState) -> jax.Array:
+    leaves = jax.tree.leaves(state.params)
+    if self._z_cache is not None and len(leaves) == len(self._z_cache[0]) and all(
+        a is b for a, b in zip(leaves, self._z_cache[0])):
+      return self._z_cache[1]
+    z = self._encode(state.params["gnn"], self.graph)
+    self._z_cache = (leaves, z)
+    return z
+
+  def score(self, state: FullSEGState, pairs: np.ndarray, name: str | None = None) -> np.ndarray:
+    """[P] logits of [P, 2] pairs (`name` caches the pairs' path features across calls)."""
+    pairs = np.asarray(pairs)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+      raise GraphError(f"pairs must have shape [P, 2], got {pairs.shape}")
+    pairs = pairs.astype(np.int64)
+    hist, paths = self._features(pairs, name)
+    out = np.zeros(pairs.shape[0], np.float32)
+    if not pairs.shape[0]:
+      return out
+    z = self._embed(state)
+    chunk = min(SCORE_CHUNK, max(1024, 1 << max(0, pairs.shape[0] - 1).bit_length()))
+    for start in range(0, pairs.shape[0], chunk):
+      stop = min(start + chunk, pairs.shape[0])
+      rows = np.zeros(chunk, np.int64)
+      rows[:stop - start] = np.arange(start, stop)
+      out[start:stop] = np.asarray(self._decode(
+          state.params, z, pairs[rows].astype(np.int32), hist[rows], paths[rows]))[:stop - start]
+    return out
