@@ -34,8 +34,46 @@ def mesh_from_flags(holders: tuple[flags.FlagHolder, ...]):
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host jobs; the "
-    "coordinator comes from the cluster environment: SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS "
-    "with JAX_NUM_PROCESSES and JAX_PROCESS_ID).")
+    "coordinator comes from --coordinator_address / --num_processes / --process_id, else from "
+    "the cluster environment: SLURM, TPU pods, or JAX_COORDINATOR_ADDRESS with "
+    "JAX_NUM_PROCESSES and JAX_PROCESS_ID).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "--distributed: host:port of process 0's coordinator "
+    "(default: detected as jax detects it).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "--distributed: how many processes the job has (default: detected).",
+    lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "--distributed: this process's index, 0 to --num_processes - 1 "
+    "(default: detected).", lower_bound=0)
+
+
+def _initialize_distributed() -> None:
+  """`jax.distributed.initialize()` when --distributed is given, with the coordinator, process
+  count and index from the flags, else the environment, else jax's cluster detection."""
+  holders = ((_COORDINATOR, "coordinator_address"), (_NUM_PROCESSES, "num_processes"),
+             (_PROCESS_ID, "process_id"))
+  if not _DISTRIBUTED.value:
+    given = [f"--{h.name}" for h, _ in holders if h.value is not None]
+    if given:
+      raise errors.ConfigError(f"{', '.join(given)}: only used with --distributed")
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  # jax reads JAX_COORDINATOR_ADDRESS itself but not the process count and index (it detects
+  # them only on SLURM, TPU pods, ...): pass those on when they are set.
+  kwargs = {}
+  for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    if os.environ.get(env):
+      try:
+        kwargs[arg] = int(os.environ[env])
+      except ValueError:
+        raise errors.SwiftJaxError(f"{env}={os.environ[env]!r} is not an integer") from None
+  kwargs.update({arg: h.value for h, arg in holders if h.value is not None})
+  try:
+    jax.distributed.initialize(**kwargs)
+  except (RuntimeError, ValueError) as e:
+    raise errors.SwiftJaxError(f"--distributed: cannot initialize: {e}") from None
+
 
 _HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
@@ -54,21 +92,7 @@ def run(main: Callable[[Sequence[str]], None]) -> None:
       # user asks for more with --verbosity=0.
       logging.set_verbosity(logging.WARNING)
     try:
-      if _DISTRIBUTED.value:
-        import jax  # pylint: disable=g-import-not-at-top
-        # jax reads JAX_COORDINATOR_ADDRESS itself but not the process count and index (it
-        # detects them only on SLURM, TPU pods, ...): pass those on when they are set.
-        kwargs = {}
-        for env, arg in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
-          if os.environ.get(env):
-            try:
-              kwargs[arg] = int(os.environ[env])
-            except ValueError:
-              raise errors.SwiftJaxError(f"{env}={os.environ[env]!r} is not an integer") from None
-        try:
-          jax.distributed.initialize(**kwargs)
-        except (RuntimeError, ValueError) as e:
-          raise errors.SwiftJaxError(f"--distributed: cannot initialize: {e}") from None
+      _initialize_distributed()
       main(argv)
     except (errors.SwiftJaxError, GraphError) as e:
       print(f"error: {e}", file=sys.stderr)

@@ -10,8 +10,11 @@ Rows hold a chosen and a rejected answer (ms-swift `messages` + `rejected_respon
 Anthropic HH transcripts) or, for KTO, one labelled answer (`messages` + `label`). Without
 --model the embedded SmolLM2-135M-Instruct is trained. With LoRA the reference model is the
 base without adapters. Flags are named as ms-swift names them. The run writes `adapter/`
-(PEFT format; a reward model adds `value_head.safetensors`), `checkpoints/` (Orbax) and
-`summary.json` to --output_dir.
+(PEFT format; a reward model adds `value_head.safetensors`), `checkpoints/` (Orbax),
+`tensorboard/`, `summary.json` and `loss_curve.png` to --output_dir (`merged/` with
+--merge_lora, not for rm). --val_dataset / --split_dataset_ratio add the preference loss on
+held-out pairs every --eval_steps; --resume / --overwrite as in `launch.sft`. Sharding and
+multi-host flags (--mesh_*, --distributed) are `launch.sft`'s.
 """
 
 import json
@@ -45,8 +48,9 @@ def main(argv):
       simpo_gamma=_SIMPO_GAMMA.value, cpo_alpha=_CPO_ALPHA.value,
       desirable_weight=_DESIRABLE.value, undesirable_weight=_UNDESIRABLE.value)
   summary = rlhf.train_preference(cfg, train_flags.output_dir("rlhf"),
-                                 resume=train_flags.RESUME.value)
-  brief = {k: v for k, v in summary.items() if k != "log"}
+                                 resume=train_flags.RESUME.value, mesh=train_flags.mesh(),
+                                 overwrite=train_flags.OVERWRITE.value)
+  brief = {k: v for k, v in summary.items() if k not in ("log", "eval_history")}
   if summary["log"]:
     brief["final_metrics"] = summary["log"][-1]
   print(json.dumps(brief, indent=2))

@@ -6,7 +6,22 @@ r"""Supervised fine-tuning (LoRA by default) of an LLM on JSON/JSONL conversatio
 
 Without --model the embedded SmolLM2-135M-Instruct is fine-tuned. Flags are named as
 ms-swift names them (`--train_type` and `--sft_type` are aliases of `--tuner_type`). The run
-writes `adapter/` (PEFT format), `checkpoints/` (Orbax) and `summary.json` to --output_dir.
+writes `adapter/` (PEFT format), `checkpoints/` (Orbax), `tensorboard/`, `summary.json` and
+`loss_curve.png` to --output_dir; `--merge_lora` adds `merged/`, the base model with the
+adapters folded in (a Hugging Face directory). An --output_dir that holds a run is refused
+unless --resume (continue it) or --overwrite (replace it) is given. With --val_dataset or
+--split_dataset_ratio the eval loss is logged every --eval_steps and at the end:
+
+  python -m launch.sft --dataset=train.jsonl --val_dataset=val.jsonl --eval_steps=50 \
+      --save_steps=50 --merge_lora
+
+On several devices the run is sharded over the mesh `--mesh_data` x `--mesh_fsdp` x
+`--mesh_tensor` (default: FSDP over all of them); --per_device_train_batch_size is the global
+batch, split over data x fsdp. Multi-host: start one process per host with --distributed
+(coordinator from the cluster, or --coordinator_address / --num_processes / --process_id):
+
+  python -m launch.sft --dataset=data.jsonl --output_dir=/shared/runs/sft --batch_size=8 \
+      --distributed --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 
 A multimodal model directory (LLaVA, Idefics3, Qwen2-VL: its config.json has a vision config)
 trains on rows with `<image>` placeholders and an `images` list; the tuner acts on the language
@@ -41,6 +56,8 @@ _ALIGNER_LR = flags.DEFINE_float("aligner_lr", None, "Multimodal models: the unf
                                  "peak learning rate (default: --learning_rate).",
                                  lower_bound=0.0)
 _MULTIMODAL_FLAGS = ("freeze_vit", "freeze_aligner", "vit_lr", "aligner_lr")
+# Text-model features multimodal training does not have yet.
+_TEXT_ONLY_FLAGS = ("val_dataset", "split_dataset_ratio", "eval_steps", "merge_lora")
 
 
 def main(argv):
@@ -52,9 +69,18 @@ def main(argv):
                 loss_scale=_LOSS_SCALE.value, agent_template=_AGENT_TEMPLATE.value)
   out = train_flags.output_dir("sft")
   if mllm_train.is_multimodal_dir(train_flags.MODEL.value):
+    given = [f"--{h.name}" for h in train_flags.MESH if h.present]
+    if given:
+      raise errors.ConfigError(f"{', '.join(given)}: multimodal training runs on one device")
+    given = [f"--{n}" for n in _TEXT_ONLY_FLAGS if flags.FLAGS[n].present]
+    if given:
+      raise errors.ConfigError(f"{', '.join(given)} only apply to text models; "
+                               f"{train_flags.MODEL.value} is a multimodal model")
     cfg = mllm_train.MllmTrainConfig(
         **kwargs, freeze_vit=_FREEZE_VIT.value, freeze_aligner=_FREEZE_ALIGNER.value,
         vit_lr=_VIT_LR.value, aligner_lr=_ALIGNER_LR.value)
+    trainer.prepare_workdir(out, resume=train_flags.RESUME.value,
+                            overwrite=train_flags.OVERWRITE.value)
     summary = mllm_train.train(cfg, out, resume=train_flags.RESUME.value)
   else:
     given = [f"--{n}" for n in _MULTIMODAL_FLAGS if flags.FLAGS[n].present]
@@ -63,8 +89,9 @@ def main(argv):
                                f"{train_flags.MODEL.value or 'the embedded model'} is a text "
                                "model")
     cfg = trainer.TrainConfig(**kwargs)
-    summary = trainer.train(cfg, out, resume=train_flags.RESUME.value)
-  brief = {k: v for k, v in summary.items() if k != "log"}
+    summary = trainer.train(cfg, out, resume=train_flags.RESUME.value, mesh=train_flags.mesh(),
+                            overwrite=train_flags.OVERWRITE.value)
+  brief = {k: v for k, v in summary.items() if k not in ("log", "eval_history")}
   print(json.dumps(brief, indent=2))
 
 

@@ -6,6 +6,8 @@ arguments of `swiftjax.trainer.TrainConfig` (and so of its subclass `RlhfConfig`
 
 from absl import flags
 
+from launch import common
+
 MODEL = flags.DEFINE_string("model", None, "GGUF file, Hugging Face directory or hub id "
                             "(default: the embedded SmolLM2-135M-Instruct).")
 DATASET = flags.DEFINE_multi_string("dataset", [], "JSON/JSONL(.gz) file, optionally `path#N` "
@@ -41,6 +43,26 @@ SEED = flags.DEFINE_integer("seed", 42, "Seed for adapters and data order.")
 OUTPUT = flags.DEFINE_string("output_dir", None, "Where the run writes (default: output/<job>).")
 RESUME = flags.DEFINE_bool("resume", False, "Continue the run in --output_dir.")
 SKIP_BAD = flags.DEFINE_bool("skip_bad_rows", False, "Skip and count malformed rows.")
+OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace the earlier run in --output_dir "
+                              "(its checkpoints, tensorboard, adapter, merged, summary.json, "
+                              "loss_curve.png; other files stay). Without it, or --resume, an "
+                              "--output_dir holding a run is refused.")
+VAL_DATASET = flags.DEFINE_multi_string("val_dataset", [], "Validation file(s), read like "
+                                        "--dataset (`path#N` too), for the eval loss.")
+SPLIT_RATIO = flags.DEFINE_float("split_dataset_ratio", 0.0, "Fraction of the --dataset rows "
+                                 "held out for the eval loss (default 0: none; older ms-swift "
+                                 "releases defaulted to 0.01). Excludes --val_dataset.",
+                                 lower_bound=0.0, upper_bound=0.99)
+EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Eval loss every N steps (default: "
+                                  "every --save_steps; 0: only at the end). With a validation "
+                                  "set it is also computed after the last step.",
+                                  lower_bound=0)
+MERGE_LORA = flags.DEFINE_bool("merge_lora", False, "After training, fold the adapters into "
+                               "the base weights and write a Hugging Face directory (config."
+                               "json, safetensors, tokenizer) to --output_dir/merged.")
+# --mesh_data / --mesh_fsdp / --mesh_tensor; with --distributed, the mesh spans every process's
+# devices and --per_device_train_batch_size is the global batch, split over data x fsdp.
+MESH = common.define_mesh_flags()
 
 
 def target_modules(values: list[str]) -> str | tuple[str, ...]:
@@ -60,9 +82,16 @@ def config_kwargs() -> dict:
       max_steps=MAX_STEPS.value, batch_size=BATCH.value,
       gradient_accumulation_steps=ACCUM.value, max_length=MAX_LENGTH.value,
       truncation_strategy=TRUNC.value, save_steps=SAVE_STEPS.value,
-      save_total_limit=SAVE_LIMIT.value, seed=SEED.value, skip_bad_rows=SKIP_BAD.value)
+      save_total_limit=SAVE_LIMIT.value, seed=SEED.value, skip_bad_rows=SKIP_BAD.value,
+      val_dataset=VAL_DATASET.value, split_dataset_ratio=SPLIT_RATIO.value,
+      eval_steps=EVAL_STEPS.value, merge_lora=MERGE_LORA.value)
 
 
 def output_dir(job: str) -> str:
   """`--output_dir`, or `output/<job>` when it is not given."""
   return OUTPUT.value or f"output/{job}"
+
+
+def mesh():
+  """The device mesh the mesh flags ask for, or None on a single device with default flags."""
+  return common.mesh_from_flags(MESH)

@@ -54,18 +54,39 @@ class RlhfConfig(TrainConfig):
           undesirable_weight=self.undesirable_weight)
     except ValueError as e:
       raise errors.ConfigError(str(e)) from None
+    if self.merge_lora and self.rlhf_type == "rm":
+      raise errors.ConfigError("merge_lora writes a causal LM; a reward model's value head has "
+                               "no place in it (keep the adapters and value_head.safetensors)")
 
+
+
+def build_preference_splits(cfg: RlhfConfig, tokenizer
+                            ) -> tuple[tuple[packing.Batch, np.ndarray],
+                                       tuple[packing.Batch, np.ndarray] | None, dict]:
+  """Reads and renders every dataset for `cfg.rlhf_type`: `((batch, desirable), validation
+  (batch, desirable) or None, stats)`, each batch `[N, 2, L]` rows (see `pairs.build`) with
+  `desirable [N]`; the validation rows are `cfg.val_dataset`'s or `cfg.split_dataset_ratio`
+  of the training rows (`trainer.read_splits`)."""
+  kind = "kto" if cfg.rlhf_type == "kto" else "pair"
+  rows, val_rows, stats = trainer.read_splits(
+      cfg, lambda path, **kw: pairs.read(path, kind, **kw))
+  data, desirable, more = pairs.build(rows, tokenizer, cfg.max_length, cfg.truncation_strategy,
+                                      cfg.seed)
+  stats.update(more)
+  val = None
+  if val_rows:
+    val_data, val_desirable, val_more = pairs.build(val_rows, tokenizer, cfg.max_length,
+                                                    cfg.truncation_strategy, cfg.seed)
+    val = (val_data, val_desirable)
+    stats.update({f"val_{k}": v for k, v in val_more.items()})
+  return (data, desirable), val, stats
 
 
 def build_preference_data(cfg: RlhfConfig, tokenizer) -> tuple[packing.Batch, np.ndarray, dict]:
   """Reads and renders every dataset for `cfg.rlhf_type`: `[N, 2, L]` rows (see `pairs.build`),
-  `desirable [N]` and statistics."""
-  kind = "kto" if cfg.rlhf_type == "kto" else "pair"
-  rows, stats = trainer.read_datasets(
-      cfg, lambda path, **kw: pairs.read(path, kind, **kw))
-  data, desirable, more = pairs.build(rows, tokenizer, cfg.max_length, cfg.truncation_strategy,
-                                      cfg.seed)
-  return data, desirable, {**stats, **more}
+  `desirable [N]` and statistics (the training split of `build_preference_splits`)."""
+  (data, desirable), _, stats = build_preference_splits(cfg, tokenizer)
+  return data, desirable, stats
 
 
 def _forward(params, model_cfg, batch, value_head=None) -> jax.Array:
@@ -184,19 +205,23 @@ def preference_job(cfg: RlhfConfig, model: infer.LoadedModel) -> trainer.Job:
   The trainable tree is `{"model": adapters or params[, "value_head": [D, 1]]}`; `const` holds
   the frozen base (tuners) or the reference params (full fine-tuning with DPO/KTO).
   """
-  data, desirable, stats = build_preference_data(cfg, model.tokenizer)
+  (data, desirable), val, stats = build_preference_splits(cfg, model.tokenizer)
   frozen, model_tree, tuner_cfg = trainer.init_trainable(cfg, model)
+  frozen_axes, model_axes = trainer.init_axes(model.cfg, model_tree, tuner_cfg)
   pref_cfg = cfg.preference
   const = {"base": frozen, "reference": None}
+  const_axes = {"base": frozen_axes, "reference": None}
   if tuner_cfg is None and pref_cfg.needs_reference:
     # Full fine-tuning has no base to fall back to: the reference is the initial params, and
     # the trained copy must not share buffers with it (the step donates the trainable tree).
-    const["reference"] = model.params
+    const["reference"], const_axes["reference"] = model.params, model_axes
     model_tree = jax.tree.map(jnp.copy, model.params)
   trainable = {"model": model_tree}
+  trainable_axes = {"model": model_axes}
   if pref_cfg.rlhf_type == "rm":
     trainable["value_head"] = 0.02 * jax.random.normal(
         jax.random.fold_in(jax.random.key(cfg.seed), 1), (model.cfg.hidden_size, 1), jnp.float32)
+    trainable_axes["value_head"] = ("embed", None)
 
   def save(workdir, trainable):
     out = trainer.save_adapters(model, tuner_cfg, workdir, trainable["model"])
@@ -207,15 +232,20 @@ def preference_job(cfg: RlhfConfig, model: infer.LoadedModel) -> trainer.Job:
   return trainer.Job(len(desirable), lambda idx: pairs.take(data, desirable, idx),
              make_preference_loss_fn(model.cfg, tuner_cfg, pref_cfg), trainable, const, save,
              {"rlhf_type": pref_cfg.rlhf_type,
-              "beta": None if pref_cfg.rlhf_type == "rm" else pref_cfg.beta, **stats})
+              "beta": None if pref_cfg.rlhf_type == "rm" else pref_cfg.beta, **stats},
+             trainable_axes=trainable_axes, const_axes=const_axes,
+             eval_rows=0 if val is None else len(val[1]),
+             get_eval_batch=None if val is None else lambda idx: pairs.take(*val, idx))
 
 
 def train_preference(cfg: RlhfConfig, workdir: str | pathlib.Path, *, resume: bool = False,
-                     stop_at_step: int | None = None) -> dict:
+                     stop_at_step: int | None = None,
+                     mesh: jax.sharding.Mesh | None = None, overwrite: bool = False) -> dict:
   """Runs preference training (DPO, ORPO, SimPO, CPO, KTO or a reward model).
 
   Writes what `train` writes (adapters in PEFT format, checkpoints, TensorBoard events,
-  `summary.json`); a reward model adds `value_head.safetensors` next to its adapters. The
+  `summary.json`, eval loss with validation rows, `loss_curve.png`, the merged model with
+  `cfg.merge_lora`); a reward model adds `value_head.safetensors` next to its adapters. The
   summary's `log` holds each step's reward metrics.
 
   Args:
@@ -223,9 +253,15 @@ def train_preference(cfg: RlhfConfig, workdir: str | pathlib.Path, *, resume: bo
     workdir: output directory.
     resume: continue from the latest checkpoint in `workdir`.
     stop_at_step: stop after this step as if interrupted.
+    mesh: the device mesh, or None for one device (see `trainer.fit`); the model is loaded
+      straight into its layout on it.
+    overwrite: replace another run's outputs in `workdir` (see `trainer.prepare_workdir`).
 
   Returns:
     the summary dict (also written to `workdir/summary.json`).
   """
-  return trainer.fit(cfg, workdir, preference_job(cfg, infer.load(cfg.model)), resume=resume,
-             stop_at_step=stop_at_step)
+  trainer.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading
+  summary = trainer.fit(cfg, workdir, preference_job(cfg, infer.load(cfg.model, mesh=mesh)),
+                        resume=resume, stop_at_step=stop_at_step, mesh=mesh,
+                        overwrite=overwrite)
+  return trainer.finish_merge(cfg, workdir, summary)

@@ -106,3 +106,47 @@ def put(host: np.ndarray, target: NamedSharding | None = None) -> jax.Array:
   if target is None:
     return jax.device_put(host)
   return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  """The layout of a value every device holds whole (scalars, metrics, small trees)."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, shape: Sequence[int],
+                   rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> NamedSharding:
+  """The layout of one batch array `[batch, ...]`: its leading axis split over the mesh axes
+  `activation_batch` maps to (`data` x `fsdp`), the rest replicated; an array whose leading
+  axis they do not divide stays replicated."""
+  axes = ("activation_batch",) + (None,) * (len(shape) - 1)
+  return NamedSharding(mesh, logical_to_spec(axes, shape, mesh, rules))
+
+
+def batch_axes_size(mesh: Mesh, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> int:
+  """How many ways a batch is split: the product of the mesh axes `activation_batch` maps to."""
+  target = dict(rules).get("activation_batch")
+  names = (target,) if isinstance(target, str) else tuple(target or ())
+  return int(np.prod([mesh.shape[a] for a in names]))
+
+
+def put_batch(batch: Any, mesh: Mesh,
+              rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """Places a host batch (numpy arrays `[batch, ...]`, the same global batch in every process)
+  split along its leading axis; each process copies only the rows its own devices hold."""
+  return jax.tree.map(
+      lambda x: put(np.asarray(x), batch_sharding(mesh, np.shape(x), rules)), batch)
+
+
+def tree_shardings_or_replicated(axes_tree: Any, tree: Any, mesh: Mesh,
+                                 rules: Sequence[tuple[str, Any]] = DEFAULT_RULES) -> Any:
+  """`tree_shardings`, or every leaf replicated when `axes_tree` is None.
+
+  Raises:
+    ConfigError: `axes_tree` does not mirror `tree`.
+  """
+  if axes_tree is None:
+    return jax.tree.map(lambda _: replicated(mesh), tree)
+  try:
+    return tree_shardings(axes_tree, tree, mesh, rules)
+  except (ValueError, TypeError, AttributeError, IndexError) as e:
+    raise errors.ConfigError(f"logical axes do not mirror the tree they describe: {e}") from None

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from swiftjax import errors
 from swiftjax import infer
 from swiftjax import preference
 from swiftjax import rlhf
@@ -286,6 +287,33 @@ class TrainPreferenceTest(parameterized.TestCase):
     if tuner == "full":  # the reference stayed the initial params
       np.testing.assert_array_equal(job.const["reference"]["norm"]["scale"],
                                     model.params["norm"]["scale"])
+
+  def test_eval_loss_on_held_out_pairs(self):
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    model_dir = _tiny(tmp)
+    cfg = rlhf.RlhfConfig(model=model_dir, dataset=[_write_pairs(tmp / "p.jsonl", _PAIRS * 2)],
+                          rlhf_type="dpo", beta=0.1, lora_rank=4, learning_rate=5e-3,
+                          max_length=64, batch_size=2, max_steps=4, eval_steps=2,
+                          split_dataset_ratio=0.25)
+    summary = rlhf.train_preference(cfg, tmp / "run")
+    self.assertEqual((summary["examples"], summary["val_examples"]), (6, 2))
+    self.assertEqual([e["step"] for e in summary["eval_history"]], [2, 4])
+    # The final eval loss is the DPO loss of the saved adapters on the held-out pairs.
+    model = infer.load(model_dir)
+    tuner_cfg, adapters = peft_io.load(tmp / "run" / "adapter", model.cfg, model.params)
+    _, val, _ = rlhf.build_preference_splits(cfg, model.tokenizer)
+    loss_fn = rlhf.make_preference_loss_fn(model.cfg, tuner_cfg, cfg.preference)
+    want = np.mean([float(loss_fn({"model": adapters}, {"base": model.params, "reference": None},
+                                  pairs.take(*val, idx))[0])
+                    for idx in trainer.eval_batches(len(val[1]), cfg.batch_size)])
+    self.assertAlmostEqual(summary["eval_loss"], want, delta=1e-5)
+    # Before any update the policy is the reference (loss log 2); after 4 steps it is not.
+    self.assertGreater(abs(summary["eval_loss"] - float(np.log(2.0))), 1e-4)
+    self.assertTrue((tmp / "run" / "loss_curve.png").is_file())
+
+  def test_merge_lora_refused_for_a_reward_model(self):
+    with self.assertRaisesRegex(errors.ConfigError, "value head"):
+      rlhf.RlhfConfig(dataset=["p.jsonl"], rlhf_type="rm", merge_lora=True)
 
 
 _MODEL_CACHE = {}
