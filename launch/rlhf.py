@@ -14,7 +14,8 @@ base without adapters. Flags are named as ms-swift names them. The run writes `a
 `tensorboard/`, `summary.json` and `loss_curve.png` to --output_dir (`merged/` with
 --merge_lora, not for rm). --val_dataset / --split_dataset_ratio add the preference loss on
 held-out pairs every --eval_steps; --resume / --overwrite as in `launch.sft`. Sharding and
-multi-host flags (--mesh_*, --distributed) are `launch.sft`'s.
+multi-host flags (--mesh_*, --distributed) are `launch.sft`'s; --per_device_train_batch_size
+counts pairs per data-parallel device.
 """
 
 import json
@@ -42,13 +43,14 @@ _UNDESIRABLE = flags.DEFINE_float("undesirable_weight", 1.0,
 def main(argv):
   del argv
   from swiftjax import rlhf  # pylint: disable=g-import-not-at-top
+  mesh = train_flags.mesh()
   cfg = rlhf.RlhfConfig(
-      **train_flags.config_kwargs(), rlhf_type=_RLHF_TYPE.value, beta=_BETA.value,
+      **train_flags.config_kwargs(mesh), rlhf_type=_RLHF_TYPE.value, beta=_BETA.value,
       loss_type=_LOSS_TYPE.value, label_smoothing=_SMOOTHING.value,
       simpo_gamma=_SIMPO_GAMMA.value, cpo_alpha=_CPO_ALPHA.value,
       desirable_weight=_DESIRABLE.value, undesirable_weight=_UNDESIRABLE.value)
   summary = rlhf.train_preference(cfg, train_flags.output_dir("rlhf"),
-                                 resume=train_flags.RESUME.value, mesh=train_flags.mesh(),
+                                 resume=train_flags.RESUME.value, mesh=mesh,
                                  overwrite=train_flags.OVERWRITE.value)
   brief = {k: v for k, v in summary.items() if k not in ("log", "eval_history")}
   if summary["log"]:

@@ -16,11 +16,12 @@ unless --resume (continue it) or --overwrite (replace it) is given. With --val_d
       --save_steps=50 --merge_lora
 
 On several devices the run is sharded over the mesh `--mesh_data` x `--mesh_fsdp` x
-`--mesh_tensor` (default: FSDP over all of them); --per_device_train_batch_size is the global
-batch, split over data x fsdp. Multi-host: start one process per host with --distributed
-(coordinator from the cluster, or --coordinator_address / --num_processes / --process_id):
+`--mesh_tensor` (default: FSDP over all of them); --per_device_train_batch_size is each
+data-parallel device's share (a step takes that times data x fsdp rows, as in ms-swift).
+Multi-host: start one process per host with --distributed (coordinator from the cluster, or
+--coordinator_address / --num_processes / --process_id):
 
-  python -m launch.sft --dataset=data.jsonl --output_dir=/shared/runs/sft --batch_size=8 \
+  python -m launch.sft --dataset=data.jsonl --output_dir=/shared/runs/sft --batch_size=4 \
       --distributed --coordinator_address=host0:1234 --num_processes=2 --process_id=0
 
 A multimodal model directory (LLaVA, Idefics3, Qwen2-VL: its config.json has a vision config)
@@ -63,10 +64,11 @@ _TEXT_ONLY_FLAGS = ("val_dataset", "split_dataset_ratio", "eval_steps", "merge_l
 def main(argv):
   del argv
   from swiftjax import errors  # pylint: disable=g-import-not-at-top
+  from swiftjax import run_dir  # pylint: disable=g-import-not-at-top
   from swiftjax import trainer  # pylint: disable=g-import-not-at-top
   from swiftjax.mllm import train as mllm_train  # pylint: disable=g-import-not-at-top
-  kwargs = dict(**train_flags.config_kwargs(), packing=_PACKING.value,
-                loss_scale=_LOSS_SCALE.value, agent_template=_AGENT_TEMPLATE.value)
+  kwargs = dict(packing=_PACKING.value, loss_scale=_LOSS_SCALE.value,
+                agent_template=_AGENT_TEMPLATE.value)
   out = train_flags.output_dir("sft")
   if mllm_train.is_multimodal_dir(train_flags.MODEL.value):
     given = [f"--{h.name}" for h in train_flags.MESH if h.present]
@@ -77,9 +79,9 @@ def main(argv):
       raise errors.ConfigError(f"{', '.join(given)} only apply to text models; "
                                f"{train_flags.MODEL.value} is a multimodal model")
     cfg = mllm_train.MllmTrainConfig(
-        **kwargs, freeze_vit=_FREEZE_VIT.value, freeze_aligner=_FREEZE_ALIGNER.value,
+        **train_flags.config_kwargs(None), **kwargs, freeze_vit=_FREEZE_VIT.value, freeze_aligner=_FREEZE_ALIGNER.value,
         vit_lr=_VIT_LR.value, aligner_lr=_ALIGNER_LR.value)
-    trainer.prepare_workdir(out, resume=train_flags.RESUME.value,
+    run_dir.prepare_workdir(out, resume=train_flags.RESUME.value,
                             overwrite=train_flags.OVERWRITE.value)
     summary = mllm_train.train(cfg, out, resume=train_flags.RESUME.value)
   else:
@@ -88,8 +90,9 @@ def main(argv):
       raise errors.ConfigError(f"{', '.join(given)} only apply to multimodal models; "
                                f"{train_flags.MODEL.value or 'the embedded model'} is a text "
                                "model")
-    cfg = trainer.TrainConfig(**kwargs)
-    summary = trainer.train(cfg, out, resume=train_flags.RESUME.value, mesh=train_flags.mesh(),
+    mesh = train_flags.mesh()
+    cfg = trainer.TrainConfig(**train_flags.config_kwargs(mesh), **kwargs)
+    summary = trainer.train(cfg, out, resume=train_flags.RESUME.value, mesh=mesh,
                             overwrite=train_flags.OVERWRITE.value)
   brief = {k: v for k, v in summary.items() if k not in ("log", "eval_history")}
   print(json.dumps(brief, indent=2))

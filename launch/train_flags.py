@@ -1,7 +1,10 @@
 """The flags `launch.sft` and `launch.rlhf` share, named as ms-swift names them.
 
-Importing this module defines them; `config_kwargs()` turns their values into the keyword
-arguments of `swiftjax.trainer.TrainConfig` (and so of its subclass `RlhfConfig`).
+Importing this module defines them; `config_kwargs(mesh())` turns their values into the
+keyword arguments of `swiftjax.trainer.TrainConfig` (and so of its subclasses `RlhfConfig`,
+`MllmTrainConfig`). As in ms-swift and Hugging Face, --per_device_train_batch_size is the batch
+of one data-parallel device; `TrainConfig.batch_size` is the global batch, that times the
+mesh's data x fsdp size (`global_batch_size`).
 """
 
 from absl import flags
@@ -24,7 +27,9 @@ LR = flags.DEFINE_float("learning_rate", 1e-4, "Peak learning rate.", lower_boun
 EPOCHS = flags.DEFINE_float("num_train_epochs", 1.0, "Epochs (ignored with --max_steps).")
 MAX_STEPS = flags.DEFINE_integer("max_steps", -1, "Stop after this many steps (-1: epochs).")
 BATCH = flags.DEFINE_integer("per_device_train_batch_size", 1,
-                             "Rows (SFT) or pairs (preference training) per step.",
+                             "Rows (SFT) or pairs (preference training) per device and step; "
+                             "the global batch is this times the mesh's data x fsdp size "
+                             "(--mesh_data x --mesh_fsdp; tensor-parallel devices share rows).",
                              lower_bound=1)
 flags.DEFINE_alias("batch_size", "per_device_train_batch_size")
 ACCUM = flags.DEFINE_integer("gradient_accumulation_steps", 1, "Steps per update.",
@@ -61,7 +66,7 @@ MERGE_LORA = flags.DEFINE_bool("merge_lora", False, "After training, fold the ad
                                "the base weights and write a Hugging Face directory (config."
                                "json, safetensors, tokenizer) to --output_dir/merged.")
 # --mesh_data / --mesh_fsdp / --mesh_tensor; with --distributed, the mesh spans every process's
-# devices and --per_device_train_batch_size is the global batch, split over data x fsdp.
+# devices, and the global batch (--per_device_train_batch_size x data x fsdp) is split over them.
 MESH = common.define_mesh_flags()
 
 
@@ -72,14 +77,23 @@ def target_modules(values: list[str]) -> str | tuple[str, ...]:
   return tuple(values)
 
 
-def config_kwargs() -> dict:
-  """The shared flags' values as `TrainConfig` keyword arguments."""
+def global_batch_size(per_device: int, mesh) -> int:
+  """`per_device` rows on each of the mesh's data x fsdp ways (1 without a mesh)."""
+  if mesh is None:
+    return per_device
+  from swiftjax import sharding  # pylint: disable=g-import-not-at-top
+  return per_device * sharding.batch_axes_size(mesh)
+
+
+def config_kwargs(mesh) -> dict:
+  """The shared flags' values as `TrainConfig` keyword arguments, for a run on `mesh` (None:
+  one device); `batch_size` is the global batch (`global_batch_size`)."""
   return dict(
       model=MODEL.value, dataset=DATASET.value, tuner=TUNER.value, lora_rank=RANK.value,
       lora_alpha=ALPHA.value, target_modules=target_modules(TARGETS.value),
       learning_rate=LR.value, weight_decay=WD.value, warmup_ratio=WARMUP.value,
       lr_scheduler_type=SCHED.value, max_grad_norm=CLIP.value, num_train_epochs=EPOCHS.value,
-      max_steps=MAX_STEPS.value, batch_size=BATCH.value,
+      max_steps=MAX_STEPS.value, batch_size=global_batch_size(BATCH.value, mesh),
       gradient_accumulation_steps=ACCUM.value, max_length=MAX_LENGTH.value,
       truncation_strategy=TRUNC.value, save_steps=SAVE_STEPS.value,
       save_total_limit=SAVE_LIMIT.value, seed=SEED.value, skip_bad_rows=SKIP_BAD.value,

@@ -22,12 +22,14 @@ import numpy as np
 from swiftjax import errors
 from swiftjax import infer
 from swiftjax import preference
+from swiftjax import run_dir
+from swiftjax import train_data
 from swiftjax import trainer
 from swiftjax.data import packing
 from swiftjax.data import pairs
 from swiftjax.lora import lora
 from swiftjax.models import decoder
-from swiftjax.trainer import TrainConfig
+from swiftjax.train_config import TrainConfig
 
 
 @dataclasses.dataclass
@@ -59,16 +61,15 @@ class RlhfConfig(TrainConfig):
                                "no place in it (keep the adapters and value_head.safetensors)")
 
 
-
 def build_preference_splits(cfg: RlhfConfig, tokenizer
                             ) -> tuple[tuple[packing.Batch, np.ndarray],
                                        tuple[packing.Batch, np.ndarray] | None, dict]:
   """Reads and renders every dataset for `cfg.rlhf_type`: `((batch, desirable), validation
   (batch, desirable) or None, stats)`, each batch `[N, 2, L]` rows (see `pairs.build`) with
   `desirable [N]`; the validation rows are `cfg.val_dataset`'s or `cfg.split_dataset_ratio`
-  of the training rows (`trainer.read_splits`)."""
+  of the training rows (`train_data.read_splits`)."""
   kind = "kto" if cfg.rlhf_type == "kto" else "pair"
-  rows, val_rows, stats = trainer.read_splits(
+  rows, val_rows, stats = train_data.read_splits(
       cfg, lambda path, **kw: pairs.read(path, kind, **kw))
   data, desirable, more = pairs.build(rows, tokenizer, cfg.max_length, cfg.truncation_strategy,
                                       cfg.seed)
@@ -255,13 +256,13 @@ def train_preference(cfg: RlhfConfig, workdir: str | pathlib.Path, *, resume: bo
     stop_at_step: stop after this step as if interrupted.
     mesh: the device mesh, or None for one device (see `trainer.fit`); the model is loaded
       straight into its layout on it.
-    overwrite: replace another run's outputs in `workdir` (see `trainer.prepare_workdir`).
+    overwrite: replace another run's outputs in `workdir` (see `run_dir.prepare_workdir`).
 
   Returns:
     the summary dict (also written to `workdir/summary.json`).
   """
-  trainer.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading
+  run_dir.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading
   summary = trainer.fit(cfg, workdir, preference_job(cfg, infer.load(cfg.model, mesh=mesh)),
                         resume=resume, stop_at_step=stop_at_step, mesh=mesh,
                         overwrite=overwrite)
-  return trainer.finish_merge(cfg, workdir, summary)
+  return run_dir.finish_merge(cfg, workdir, summary)

@@ -11,32 +11,29 @@ global-norm clipping and gradient accumulation (`optax.MultiSteps`). The data or
 deterministic permutation per epoch from the seed, so a run resumed from a checkpoint sees
 exactly the batches the uninterrupted run would have seen. Orbax checkpoints hold the
 trainable tree, the optimizer state and the step; keep-last-N, written atomically by Orbax
-(a process killed while saving leaves only a temporary directory, removed on resume). A
-workdir holding another run is refused unless it is resumed or overwritten (`check_workdir`).
+(a process killed while saving leaves only a temporary directory, removed on resume).
 Metrics go to TensorBoard event files (`workdir/tensorboard`), a tqdm progress bar,
-`summary.json` and `loss_curve.png`: loss, grad norm, lr, tokens/s, memory (`memory_gb`) and,
-with validation rows (`val_dataset` or `split_dataset_ratio`), the eval loss every
-`eval_steps`. `merge_lora` writes the merged model as a Hugging Face directory
-(`merge_output`).
+`summary.json` and `loss_curve.png`: loss, grad norm, lr, tokens/s, memory and, with
+validation rows (`val_dataset` or `split_dataset_ratio`), the eval loss every `eval_steps`.
 
 With a mesh (`fit(..., mesh=sharding.make_mesh(data, fsdp, tensor))`) the same step runs SPMD:
-base, trainable tree and optimizer state laid out by logical axes, the global batch split over
-`data` x `fsdp`; under `jax.distributed` every process runs this loop on its own devices and
-the losses are the single-process run's.
+base, trainable tree and optimizer state laid out by logical axes, the global batch
+(`TrainConfig.batch_size`) split over `data` x `fsdp`; under `jax.distributed` every process
+runs this loop on its own devices and the losses are the single-process run's.
 
 SFT: packed rows, weighted next-token loss over segments. Preference training (DPO, ORPO,
-SimPO, CPO, KTO, reward model) is `swiftjax/rlhf.py`, a `Job` for the same loop.
+SimPO, CPO, KTO, reward model) is `swiftjax/rlhf.py`, a `Job` for the same loop. Around the
+loop: `train_config` (the settings), `train_data` (rows read, split, rendered), `train_metrics`
+(eval loss, memory) and `run_dir` (the workdir: refusing or replacing an earlier run, the
+merged model of `merge_lora`).
 """
 
 import dataclasses
 import json
 import math
 import pathlib
-import resource
-import shutil
-import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -45,188 +42,25 @@ import optax
 from swiftjax import errors
 from swiftjax import infer
 from swiftjax import losses
+from swiftjax import run_dir
 from swiftjax import sharding
-from swiftjax.agent import templates
-from swiftjax.data import formats
-from swiftjax.data import loss_scale as loss_scale_lib
+from swiftjax import train_config
+from swiftjax import train_data
+from swiftjax import train_metrics
 from swiftjax.data import packing
-from swiftjax.data import render
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
 from swiftjax.models import decoder
 
-TUNERS = ("lora", "dora", "rslora", "full")
+# The settings live in `train_config`; `trainer.TrainConfig` is the name most callers use.
+TrainConfig = train_config.TrainConfig
 
 
-@dataclasses.dataclass
-class TrainConfig:
-  """SFT settings, named as ms-swift names them where it has them."""
-  model: str | None = None
-  dataset: Sequence[str] = ()
-  tuner: str = "lora"
-  lora_rank: int = 8
-  lora_alpha: float = 32.0
-  target_modules: str | tuple[str, ...] = "all-linear"
-  learning_rate: float = 1e-4
-  weight_decay: float = 0.0
-  warmup_ratio: float = 0.05
-  lr_scheduler_type: str = "cosine"
-  max_grad_norm: float = 1.0
-  num_train_epochs: float = 1.0
-  max_steps: int = -1
-  batch_size: int = 1
-  gradient_accumulation_steps: int = 1
-  max_length: int = 512
-  truncation_strategy: str = "delete"
-  packing: bool = True
-  save_steps: int = 0
-  save_total_limit: int = 2
-  logging_steps: int = 5
-  seed: int = 42
-  skip_bad_rows: bool = False
-  # Per-token loss weights (`swiftjax.data.loss_scale`): strategies joined by `+` or a JSON file.
-  loss_scale: str = "default"
-  # Render tools and tool calls with an agent template (`swiftjax.agent.templates`) instead of
-  # passing `tools` to the chat template.
-  agent_template: str | None = None
-  # Validation: files read like `dataset` (`path#N` too), or a fraction of the `dataset` rows
-  # held out (0 here, ms-swift's current default); the two exclude each other (as in ms-swift).
-  val_dataset: Sequence[str] = ()
-  split_dataset_ratio: float = 0.0
-  # Eval loss every N steps (None: every `save_steps`; 0: only at the end); with a validation
-  # set it is also computed after the last step.
-  eval_steps: int | None = None
-  # After training, fold the adapters into the base and write a Hugging Face directory
-  # (`workdir/merged`, see `merge_output`).
-  merge_lora: bool = False
-
-  def __post_init__(self):
-    if self.tuner not in TUNERS:
-      raise errors.ConfigError(f"tuner {self.tuner!r} is not one of {', '.join(TUNERS)}")
-    if self.lr_scheduler_type not in ("cosine", "linear", "constant"):
-      raise errors.ConfigError(f"lr_scheduler_type {self.lr_scheduler_type!r} is not cosine, "
-                               "linear or constant")
-    if not self.dataset:
-      raise errors.ConfigError("no dataset given")
-    loss_scale_lib.parse_spec(self.loss_scale)  # a bad name or file fails before any work
-    if self.agent_template is not None:
-      if self.agent_template not in templates.TEMPLATES:
-        raise errors.ConfigError(f"agent_template {self.agent_template!r} is not one of "
-                                 f"{', '.join(templates.TEMPLATES)}")
-    self.val_dataset = tuple(self.val_dataset)
-    if not 0.0 <= self.split_dataset_ratio < 1.0:
-      raise errors.ConfigError(f"split_dataset_ratio={self.split_dataset_ratio} is not in "
-                               "[0, 1)")
-    if self.val_dataset and self.split_dataset_ratio > 0:
-      raise errors.ConfigError("val_dataset and split_dataset_ratio exclude each other: give "
-                               "validation files or a fraction of the training rows, not both")
-    if self.eval_steps is not None and self.eval_steps < 0:
-      raise errors.ConfigError(f"eval_steps={self.eval_steps} is negative")
-    if self.merge_lora and self.tuner == "full":
-      raise errors.ConfigError("merge_lora needs a LoRA-family tuner (lora, dora, rslora); "
-                               "tuner=full has no adapters to merge")
-
-
-def read_datasets(cfg: TrainConfig, read: Callable[..., tuple[list, int]],
-                  specs: Sequence[str] | None = None) -> tuple[list, dict]:
-  """Rows of every dataset (`path`, or `path#N` to take N rows), read with `read`.
-
-  `specs` are the datasets to read (default: `cfg.dataset`).
-  """
-  rng = np.random.default_rng(cfg.seed)
-  rows, stats = [], {"skipped_rows": 0}
-  for spec in cfg.dataset if specs is None else specs:
-    path, _, count = str(spec).partition("#")
-    got, skipped = read(path, skip_bad_rows=cfg.skip_bad_rows)
-    stats["skipped_rows"] += skipped
-    if count:
-      n = int(count)
-      idx = rng.permutation(len(got))[:n] if n <= len(got) else rng.integers(0, len(got), n)
-      got = [got[i] for i in idx]
-    rows += got
-  return rows, stats
-
-
-def render_row(cfg: TrainConfig, tokenizer, row: dict) -> render.Example:
-  """One normalised row rendered with the config's agent template and loss scale."""
-  messages, tools = row["messages"], row["tools"]
-  if cfg.agent_template is not None:
-    messages, tools = templates.to_chat(messages, tools, cfg.agent_template), None
-  return render.render(tokenizer, messages, tools, loss_scale=cfg.loss_scale)
-
-
-def split_rows(rows: Sequence, ratio: float, seed: int) -> tuple[list, list]:
-  """`(train rows, held-out rows)`: a seeded random `ratio` of the rows (at least one) held out.
-
-  Raises:
-    ConfigError: the split would leave no training row.
-  """
-  n_val = max(1, round(ratio * len(rows)))
-  if n_val >= len(rows):
-    raise errors.ConfigError(f"split_dataset_ratio={ratio} holds out {n_val} of {len(rows)} "
-                             "rows and leaves none to train on")
-  order = np.random.default_rng([seed, 1]).permutation(len(rows))
-  held = set(order[:n_val].tolist())
-  return ([r for i, r in enumerate(rows) if i not in held],
-          [r for i, r in enumerate(rows) if i in held])
-
-
-def read_splits(cfg: TrainConfig, read: Callable[..., tuple[list, int]]
-                ) -> tuple[list, list, dict]:
-  """`(train rows, validation rows, stats)`: `cfg.dataset`'s rows, and `cfg.val_dataset`'s or
-  the `cfg.split_dataset_ratio` held out of them (empty when neither is set)."""
-  rows, stats = read_datasets(cfg, read)
-  val = []
-  if cfg.val_dataset:
-    val, val_stats = read_datasets(cfg, read, cfg.val_dataset)
-    stats["skipped_rows"] += val_stats["skipped_rows"]
-  elif cfg.split_dataset_ratio > 0:
-    rows, val = split_rows(rows, cfg.split_dataset_ratio, cfg.seed)
-  if val:
-    stats["val_rows"] = len(val)
-  return rows, val, stats
-
-
-def _render_examples(cfg: TrainConfig, tokenizer, rows: Sequence[dict], what: str
-                     ) -> tuple[list[render.Example], int]:
-  """Renders and truncates rows; `(examples with a trained token, rows truncated)`."""
-  examples = [render_row(cfg, tokenizer, r) for r in rows]
-  examples, truncated = packing.truncate(examples, cfg.max_length, cfg.truncation_strategy)
-  examples = [e for e in examples if e.weights[1:].sum() > 0]
-  if not examples:
-    raise errors.ConfigError(f"after rendering and truncation no {what}example has a trained "
-                             f"token (max_length={cfg.max_length}, truncation="
-                             f"{cfg.truncation_strategy})")
-  return examples, truncated
-
-
-def build_splits(cfg: TrainConfig, tokenizer
-                 ) -> tuple[list[render.Example], list[render.Example], dict]:
-  """`(training examples, validation examples, stats)`: every dataset read (`path` or
-  `path#N` to take N rows; see `read_splits` for the validation rows), rendered, truncated.
-
-  Raises:
-    ConfigError: no example of a split has a trained token after truncation.
-  """
-  rows, val_rows, stats = read_splits(cfg, formats.read_rows)
-  examples, stats["truncated"] = _render_examples(cfg, tokenizer, rows, "")
-  stats["examples"] = len(examples)
-  val = []
-  if val_rows:
-    val, stats["val_truncated"] = _render_examples(cfg, tokenizer, val_rows,
-                                                          "validation ")
-    stats["val_examples"] = len(val)
-  return examples, val, stats
-
-
-def build_examples(cfg: TrainConfig, tokenizer) -> tuple[list[render.Example], dict]:
-  """Reads every dataset (`path` or `path#N` to take N rows), renders and truncates (the
-  training split of `build_splits`)."""
-  examples, _, stats = build_splits(cfg, tokenizer)
-  return examples, stats
-
-
-def make_optimizer(cfg: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: TrainConfig, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """`(optimizer, learning-rate schedule)` for `total_steps` optimizer updates: global-norm
+  clipping, AdamW on the warmup + `cfg.lr_scheduler_type` schedule, and `optax.MultiSteps`
+  with `cfg.gradient_accumulation_steps` > 1."""
   warmup = int(cfg.warmup_ratio * total_steps)
   if cfg.lr_scheduler_type == "constant":
     schedule = optax.join_schedules([optax.linear_schedule(0.0, cfg.learning_rate, warmup),
@@ -355,7 +189,7 @@ def save_adapters(model, tuner_cfg, workdir: pathlib.Path, adapters) -> pathlib.
 def sft_job(cfg: TrainConfig, model: infer.LoadedModel) -> Job:
   """SFT on packed rows: weighted next-token loss over segments; validation rows (if any)
   are packed the same way."""
-  examples, val_examples, stats = build_splits(cfg, model.tokenizer)
+  examples, val_examples, stats = train_data.build_splits(cfg, model.tokenizer)
   layout = packing.pack if cfg.packing else packing.pad
   packed = layout(examples, cfg.max_length)
   val_packed = layout(val_examples, cfg.max_length) if val_examples else None
@@ -379,13 +213,6 @@ def sft_job(cfg: TrainConfig, model: infer.LoadedModel) -> Job:
              trainable_axes=trainable_axes, const_axes=frozen_axes,
              eval_rows=0 if val_packed is None else len(val_packed.tokens),
              get_eval_batch=None if val_packed is None else lambda idx: take(val_packed, idx))
-
-
-class _NullWriter:
-  """Stands in for the TensorBoard writer in processes other than 0: every call is a no-op."""
-
-  def __getattr__(self, name):
-    return lambda *args, **kwargs: None
 
 
 def place_state(job: Job, optimizer: optax.GradientTransformation,
@@ -416,141 +243,6 @@ def place_state(job: Job, optimizer: optax.GradientTransformation,
                     donate_argnums=(0, 1))
   return trainable, const, opt_state, step_fn, lambda batch: sharding.put_batch(batch, mesh)
 
-# What runs write into their workdir (`fit`, the jobs' `save`, `merge_output`). `overwrite`
-# removes these names and nothing else.
-RUN_OUTPUTS = ("checkpoints", "tensorboard", "adapter", "full", "merged",
-               "value_head.safetensors", "summary.json", "loss_curve.png")
-
-
-def checkpoint_steps(directory: pathlib.Path) -> list[int]:
-  """Steps of the finished Orbax checkpoints in `directory` (temporary ones are not steps)."""
-  if not directory.is_dir():
-    return []
-  return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def check_workdir(workdir: str | pathlib.Path, *, resume: bool, overwrite: bool) -> bool:
-  """Whether `workdir` holds another run that `overwrite` is to replace.
-
-  A run is there when `checkpoints/` holds a step or `summary.json` exists; it is refused
-  unless `resume` (continue it) or `overwrite`.
-
-  Raises:
-    ConfigError: a run is there and neither flag is given, or both flags are.
-  """
-  workdir = pathlib.Path(workdir)
-  if resume and overwrite:
-    raise errors.ConfigError("resume and overwrite exclude each other: continue the run in "
-                             f"{workdir} or replace it, not both")
-  steps = checkpoint_steps(workdir / "checkpoints")
-  if resume or not (steps or (workdir / "summary.json").is_file()):
-    return False
-  if not overwrite:
-    what = (f"checkpoints of a run (up to step {steps[-1]})" if steps
-            else "a finished run (summary.json)")
-    raise errors.ConfigError(f"{workdir} already holds {what}; pass --resume to continue it, "
-                             "--overwrite to replace it, or choose another --output_dir")
-  return True
-
-
-def prepare_workdir(workdir: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
-  """`check_workdir`, then with `overwrite` removes the earlier run's outputs
-  (`RUN_OUTPUTS`) and leaves every other file where it is."""
-  if not check_workdir(workdir, resume=resume, overwrite=overwrite):
-    return
-  multi = jax.process_count() > 1
-  if multi:  # every process has looked before any file goes
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices("swiftjax.trainer.prepare_workdir:checked")
-  if jax.process_index() == 0:
-    for name in RUN_OUTPUTS:
-      path = workdir / name
-      if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-      elif path.exists() or path.is_symlink():
-        path.unlink()
-  if multi:
-    multihost_utils.sync_global_devices("swiftjax.trainer.prepare_workdir:removed")
-
-
-def eval_batches(rows: int, batch_size: int) -> np.ndarray:
-  """Row indices `[n_batches, batch_size]` that cover every validation row in order.
-
-  The last batch is filled up with rows from the start, so every batch has the training
-  batch's shape: one compiled program, and the same split over a mesh.
-  """
-  n = -(-rows // batch_size)
-  return (np.arange(n * batch_size) % rows).reshape(n, batch_size)
-
-
-def make_evaluate(job: Job, batch_size: int, place_batch: Callable[[dict], Any],
-                  mesh: jax.sharding.Mesh | None = None
-                  ) -> Callable[[Any, Any], float] | None:
-  """`evaluate(trainable, const) -> eval loss`: the mean of `job.loss_fn` over the batches of
-  `eval_batches(job.eval_rows, batch_size)`, jitted once, no gradient. None without
-  validation rows."""
-  if not job.eval_rows:
-    return None
-  if job.get_eval_batch is None:
-    raise errors.ConfigError(f"the job has {job.eval_rows} validation rows but no "
-                             "get_eval_batch")
-  kwargs = {} if mesh is None else {"out_shardings": sharding.replicated(mesh)}
-  loss_fn = jax.jit(lambda trainable, const, batch: job.loss_fn(trainable, const, batch)[0],
-                    **kwargs)
-  batches = eval_batches(job.eval_rows, batch_size)
-
-  def evaluate(trainable, const) -> float:
-    return float(np.mean([float(loss_fn(trainable, const, place_batch(job.get_eval_batch(idx))))
-                          for idx in batches]))
-
-  return evaluate
-
-
-def _log_eval(evaluate, trainable, const, step: int, history: list, writer) -> tuple[float, float]:
-  """Runs `evaluate`, records it in `history` and TensorBoard; `(eval loss, seconds taken)`."""
-  t = time.perf_counter()
-  loss = evaluate(trainable, const)
-  history.append({"step": step, "eval_loss": loss})
-  writer.add_scalar("eval/loss", loss, step)
-  return loss, time.perf_counter() - t
-
-
-def memory_gb() -> dict[str, float]:
-  """This process's memory in GB (1e9 bytes): `memory_gb`, the peak host RSS
-  (`getrusage`), and, where the backend reports them (not on CPU), the first local device's
-  `device_memory_gb` in use and `device_peak_memory_gb`."""
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-  out = {"memory_gb": peak * (1 if sys.platform == "darwin" else 1024) / 1e9}
-  try:
-    stats = jax.local_devices()[0].memory_stats()
-  except Exception:  # pylint: disable=broad-except  (backends without the query)
-    stats = None
-  for key, name in (("bytes_in_use", "device_memory_gb"),
-                    ("peak_bytes_in_use", "device_peak_memory_gb")):
-    if stats and key in stats:
-      out[name] = stats[key] / 1e9
-  return out
-
-
-def merge_output(workdir: str | pathlib.Path, model: str | None,
-                 adapter_dir: str | pathlib.Path) -> pathlib.Path:
-  """Folds a run's PEFT adapters into the base `model` (None: the embedded default) and writes
-  a Hugging Face directory, `workdir/merged` (config.json, safetensors, generation config,
-  tokenizer files), with `swiftjax.export` (atomically; an earlier `merged` is replaced)."""
-  from swiftjax import export  # pylint: disable=g-import-not-at-top
-  return export.export(pathlib.Path(workdir) / "merged", model, [adapter_dir],
-                       overwrite=True).output_dir
-
-
-def finish_merge(cfg: TrainConfig, workdir: str | pathlib.Path, summary: dict) -> dict:
-  """With `cfg.merge_lora`, `merge_output` of the run's adapters (process 0); the summary
-  (and `summary.json`) gains `merged`, the directory."""
-  if not cfg.merge_lora or jax.process_index() != 0:
-    return summary
-  summary["merged"] = str(merge_output(workdir, cfg.model, summary["output"]))
-  (pathlib.Path(workdir) / "summary.json").write_text(json.dumps(summary, indent=2))
-  return summary
-
 
 def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool = False,
         stop_at_step: int | None = None, mesh: jax.sharding.Mesh | None = None,
@@ -558,10 +250,11 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
   """Runs a job: optimizer, checkpoints, metrics, the loop, then `job.save` and `summary.json`.
 
   Metrics (TensorBoard `train/*`, the summary's `log`): loss, grad norm, the job's metrics,
-  lr, tokens/s and memory (`memory_gb`). With validation rows (`job.eval_rows`) the eval loss
-  (`make_evaluate`) is computed every `cfg.eval_steps` steps (default: `cfg.save_steps`) and
-  after the last step: TensorBoard `eval/loss`, `eval_loss` in that step's log entry, and the
-  summary's `eval_loss` (last) and `eval_history`. `workdir/loss_curve.png` plots them.
+  lr, tokens/s and memory (`train_metrics.memory_gb`). With validation rows (`job.eval_rows`)
+  the eval loss (`train_metrics.make_evaluate`) is computed every `cfg.eval_steps` steps
+  (default: `cfg.save_steps`) and after the last step: TensorBoard `eval/loss`, `eval_loss` in
+  that step's log entry, and the summary's `eval_loss` (last) and `eval_history`.
+  `workdir/loss_curve.png` plots them.
 
   On a mesh (`sharding.make_mesh`) the trees are placed by their logical axes (`job.*_axes`),
   the optimizer state like the trainable tree, and each step's global batch `[batch_size, ...]`
@@ -579,36 +272,40 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
     stop_at_step: stop after this step as if interrupted (the schedule still spans the whole
       run); for tests of resumption.
     mesh: the device mesh (axes `data`, `fsdp`, `tensor`), or None for one device.
-    overwrite: replace another run's outputs in `workdir` (see `prepare_workdir`).
+    overwrite: replace another run's outputs in `workdir` (see `run_dir.prepare_workdir`).
 
   Returns:
     the summary dict (also written to `workdir/summary.json`).
 
   Raises:
-    ConfigError: `batch_size` not divisible by the mesh's `data` x `fsdp`; `workdir` holds
-      another run and neither `resume` nor `overwrite` is given; among others.
+    ConfigError: `batch_size` (the global batch) not divisible by the mesh's `data` x `fsdp`
+      or more than the job's rows; `workdir` holds another run and neither `resume` nor
+      `overwrite` is given; among others.
   """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir).absolute()
+  ways = 1 if mesh is None else sharding.batch_axes_size(mesh)
+  if cfg.batch_size % ways:
+    raise errors.ConfigError(
+        f"batch_size={cfg.batch_size} (the global batch) is not divisible by the mesh's "
+        f"data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']}")
   if job.rows < cfg.batch_size:
-    raise errors.ConfigError(f"{job.rows} rows are fewer than batch_size={cfg.batch_size}")
+    per_device = (f" (the global batch: {cfg.batch_size // ways} per device x data x fsdp = "
+                  f"{ways})" if ways > 1 else "")
+    raise errors.ConfigError(f"{job.rows} rows are fewer than batch_size={cfg.batch_size}"
+                             f"{per_device}")
   steps_per_epoch = job.rows // cfg.batch_size
   total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs *
                                                              steps_per_epoch)
-  if mesh is not None and cfg.batch_size % sharding.batch_axes_size(mesh):
-    raise errors.ConfigError(
-        f"batch_size={cfg.batch_size} (--per_device_train_batch_size, the global batch) is not "
-        f"divisible by the mesh's data x fsdp = {mesh.shape['data']} x {mesh.shape['fsdp']} "
-        "(--mesh_data, --mesh_fsdp)")
   optimizer, schedule = (job.make_optimizer or make_optimizer)(
       cfg, total // cfg.gradient_accumulation_steps or 1)
   trainable, const, opt_state, step_fn, place_batch = place_state(job, optimizer, mesh)
   is_main = jax.process_index() == 0
-  evaluate = make_evaluate(job, cfg.batch_size, place_batch, mesh)
+  evaluate = train_metrics.make_evaluate(job, cfg.batch_size, place_batch, mesh)
   eval_every = cfg.save_steps if cfg.eval_steps is None else cfg.eval_steps
   eval_history = []
 
-  prepare_workdir(workdir, resume=resume, overwrite=overwrite)
+  run_dir.prepare_workdir(workdir, resume=resume, overwrite=overwrite)
   # Orbax writes each step into `<step>.orbax-checkpoint-tmp` and renames it when complete, so
   # a killed save never touches the finished steps; the leftover is removed here.
   manager = ocp.CheckpointManager(
@@ -624,7 +321,7 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
 
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else _NullWriter()
+  writer = SummaryWriter(str(workdir / "tensorboard")) if is_main else train_metrics.NullWriter()
   progress = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
                   disable=None if is_main else True)  # None: off when stderr is not a terminal
   log = []
@@ -658,11 +355,11 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
           writer.add_scalar(f"train/{key}", value, step)
       if step > start + 1:
         writer.add_scalar("train/tokens_per_s", tokens_seen / (time.perf_counter() - t0), step)
-      for key, value in memory_gb().items():
+      for key, value in train_metrics.memory_gb().items():
         writer.add_scalar(f"train/{key}", value, step)
       if evaluate is not None and eval_every and step % eval_every == 0:
-        entry["eval_loss"], seconds = _log_eval(evaluate, trainable, const, step, eval_history,
-                                                writer)
+        entry["eval_loss"], seconds = train_metrics.log_eval(evaluate, trainable, const, step,
+                                                             eval_history, writer)
         t0 += seconds  # throughput and train_seconds leave evaluation out
       progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
       progress.update(1)
@@ -676,7 +373,8 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
     skip = 0
     epoch += 1
   if evaluate is not None and (not eval_history or eval_history[-1]["step"] != step):
-    eval_loss, seconds = _log_eval(evaluate, trainable, const, step, eval_history, writer)
+    eval_loss, seconds = train_metrics.log_eval(evaluate, trainable, const, step,
+                                                eval_history, writer)
     t0 += seconds
     if log and log[-1]["step"] == step:
       log[-1]["eval_loss"] = eval_loss
@@ -698,7 +396,8 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
              max(elapsed, 1e-9), "train_seconds": elapsed,
              "output": None if out is None else str(out), **job.stats,
              "trainable_params": lora.count_params(trainable), "log": log}
-  summary.update(memory_gb(), eval_loss=eval_history[-1]["eval_loss"] if eval_history else None,
+  summary.update(train_metrics.memory_gb(),
+                 eval_loss=eval_history[-1]["eval_loss"] if eval_history else None,
                  eval_history=eval_history)
   if is_main and log:
     from swiftjax import plot  # pylint: disable=g-import-not-at-top
@@ -714,7 +413,7 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
           stop_at_step: int | None = None, mesh: jax.sharding.Mesh | None = None,
           overwrite: bool = False) -> dict:
   """Runs SFT and writes adapters (PEFT format), checkpoints, and `summary.json`; with
-  `cfg.merge_lora` also the merged model (`merge_output`).
+  `cfg.merge_lora` also the merged model (`run_dir.merge_output`).
 
   Args:
     cfg: the training config.
@@ -724,12 +423,12 @@ def train(cfg: TrainConfig, workdir: str | pathlib.Path, *, resume: bool = False
       run); for tests of resumption.
     mesh: the device mesh, or None for one device; the model is loaded straight into its
       layout on it (see `fit`).
-    overwrite: replace another run's outputs in `workdir` (see `prepare_workdir`).
+    overwrite: replace another run's outputs in `workdir` (see `run_dir.prepare_workdir`).
 
   Returns:
     the summary dict (also written to `workdir/summary.json`).
   """
-  check_workdir(workdir, resume=resume, overwrite=overwrite)  # before the model is loaded
+  run_dir.check_workdir(workdir, resume=resume, overwrite=overwrite)  # before loading the model
   summary = fit(cfg, workdir, sft_job(cfg, infer.load(cfg.model, mesh=mesh)), resume=resume,
                 stop_at_step=stop_at_step, mesh=mesh, overwrite=overwrite)
-  return finish_merge(cfg, workdir, summary)
+  return run_dir.finish_merge(cfg, workdir, summary)

@@ -14,6 +14,7 @@ from swiftjax import errors
 from swiftjax import infer
 from swiftjax import preference
 from swiftjax import rlhf
+from swiftjax import train_metrics
 from swiftjax import trainer
 from swiftjax.data import formats
 from swiftjax.data import pairs
@@ -305,7 +306,7 @@ class TrainPreferenceTest(parameterized.TestCase):
     loss_fn = rlhf.make_preference_loss_fn(model.cfg, tuner_cfg, cfg.preference)
     want = np.mean([float(loss_fn({"model": adapters}, {"base": model.params, "reference": None},
                                   pairs.take(*val, idx))[0])
-                    for idx in trainer.eval_batches(len(val[1]), cfg.batch_size)])
+                    for idx in train_metrics.eval_batches(len(val[1]), cfg.batch_size)])
     self.assertAlmostEqual(summary["eval_loss"], want, delta=1e-5)
     # Before any update the policy is the reference (loss log 2); after 4 steps it is not.
     self.assertGreater(abs(summary["eval_loss"] - float(np.log(2.0))), 1e-4)

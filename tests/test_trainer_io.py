@@ -19,6 +19,9 @@ from swiftjax import errors
 from swiftjax import infer
 from swiftjax import losses
 from swiftjax import plot
+from swiftjax import run_dir
+from swiftjax import train_data
+from swiftjax import train_metrics
 from swiftjax import trainer
 from swiftjax.data import packing
 from swiftjax.lora import lora
@@ -48,7 +51,7 @@ def _sft_loss(model: infer.LoadedModel, tuner_cfg, adapters, rows: packing.Batch
   """The SFT loss of `rows` under base + adapters, batch by batch as `fit` evaluates."""
   params = lora.apply(model.params, adapters, tuner_cfg)
   out = []
-  for idx in trainer.eval_batches(len(rows.tokens), batch_size):
+  for idx in train_metrics.eval_batches(len(rows.tokens), batch_size):
     logits, _ = decoder.apply(params, rows.tokens[idx], model.cfg,
                               segment_ids=rows.segment_ids[idx], positions=rows.positions[idx])
     loss, _ = losses.next_token_loss(logits, rows.tokens[idx], rows.weights[idx],
@@ -78,7 +81,7 @@ class EvalLossTest(absltest.TestCase):
     # The final eval loss is the loss of the saved adapters on the val rows.
     model = infer.load(model_dir)
     tuner_cfg, adapters = peft_io.load(tmp / "run" / "adapter", model.cfg, model.params)
-    _, val_examples, _ = trainer.build_splits(cfg, model.tokenizer)
+    _, val_examples, _ = train_data.build_splits(cfg, model.tokenizer)
     want = _sft_loss(model, tuner_cfg, adapters, packing.pack(val_examples, cfg.max_length),
                      cfg.batch_size)
     self.assertAlmostEqual(summary["eval_loss"], want, delta=1e-5 * abs(want))
@@ -103,10 +106,10 @@ class EvalLossTest(absltest.TestCase):
     model_dir, data = _setup(tmp)   # 16 rows
     cfg = _cfg(model_dir, data, split_dataset_ratio=0.25, max_steps=3, save_steps=2,
                eval_steps=0, packing=False)
-    rows, val, stats = trainer.read_splits(cfg, lambda p, **kw: (
+    rows, val, stats = train_data.read_splits(cfg, lambda p, **kw: (
         [json.loads(line) for line in pathlib.Path(p).read_text().splitlines()], 0))
     self.assertEqual((len(rows), len(val), stats["val_rows"]), (12, 4, 4))
-    again = trainer.read_splits(cfg, lambda p, **kw: (
+    again = train_data.read_splits(cfg, lambda p, **kw: (
         [json.loads(line) for line in pathlib.Path(p).read_text().splitlines()], 0))
     self.assertEqual(again[1], val)  # seeded
     summary = trainer.train(cfg, tmp / "run")
@@ -115,7 +118,7 @@ class EvalLossTest(absltest.TestCase):
     with self.assertRaisesRegex(errors.ConfigError, "exclude each other"):
       _cfg(model_dir, data, split_dataset_ratio=0.1, val_dataset=[data])
     with self.assertRaisesRegex(errors.ConfigError, "leaves none to train on"):
-      trainer.split_rows([{}], 0.5, 0)
+      train_data.split_rows([{}], 0.5, 0)
 
   def test_no_validation_set_no_eval(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
@@ -140,10 +143,10 @@ class EvalLossTest(absltest.TestCase):
                                [e["eval_loss"] for e in one["eval_history"]], rtol=1e-5)
 
   def test_eval_batches_cover_every_row_with_the_training_shape(self):
-    got = trainer.eval_batches(5, 2)
+    got = train_metrics.eval_batches(5, 2)
     np.testing.assert_array_equal(got, [[0, 1], [2, 3], [4, 0]])
-    np.testing.assert_array_equal(trainer.eval_batches(1, 3), [[0, 0, 0]])
-    np.testing.assert_array_equal(trainer.eval_batches(4, 2), [[0, 1], [2, 3]])
+    np.testing.assert_array_equal(train_metrics.eval_batches(1, 3), [[0, 0, 0]])
+    np.testing.assert_array_equal(train_metrics.eval_batches(4, 2), [[0, 1], [2, 3]])
 
 
 def _orange_pixels(path: pathlib.Path) -> int:
@@ -237,7 +240,7 @@ class MergeAndOverwriteTest(absltest.TestCase):
     # An empty or foreign-only directory is not a run: no flag needed.
     (tmp / "other").mkdir()
     (tmp / "other" / "readme.md").write_text("x")
-    self.assertFalse(trainer.check_workdir(tmp / "other", resume=False, overwrite=False))
+    self.assertFalse(run_dir.check_workdir(tmp / "other", resume=False, overwrite=False))
 
   def test_merge_lora_needs_adapters(self):
     with self.assertRaisesRegex(errors.ConfigError, "merge_lora needs a LoRA"):
@@ -291,7 +294,7 @@ class SigkillTest(absltest.TestCase):
           if attempt < 2:
             if any(s >= last + 2 for s in _tmp_steps(ckpt)):
               break
-          elif any(s > last for s in trainer.checkpoint_steps(ckpt)):
+          elif any(s > last for s in run_dir.checkpoint_steps(ckpt)):
             time.sleep(rng.uniform(0.0, 0.3))
             break
           time.sleep(0.002)
@@ -301,7 +304,7 @@ class SigkillTest(absltest.TestCase):
         log.close()
       self.assertEqual(proc.returncode, -signal.SIGKILL)
       in_flight.append(bool(_tmp_steps(ckpt)))
-      steps = trainer.checkpoint_steps(ckpt)
+      steps = run_dir.checkpoint_steps(ckpt)
       self.assertGreater(steps[-1], last, steps)  # progress was made and kept
       last = steps[-1]
     self.assertTrue(any(in_flight), "no kill landed while a save was in flight")
@@ -312,7 +315,7 @@ class SigkillTest(absltest.TestCase):
     self.assertEqual(resumed["resumed_from"], last)
     np.testing.assert_array_equal([e["loss"] for e in resumed["log"]], want[last:])
     self.assertEqual(_tmp_steps(ckpt), [])
-    self.assertEqual(trainer.checkpoint_steps(ckpt), [19, 20])
+    self.assertEqual(run_dir.checkpoint_steps(ckpt), [19, 20])
 
 
 if __name__ == "__main__":

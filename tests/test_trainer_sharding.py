@@ -7,6 +7,7 @@ Adam divides by the gradient's running RMS, so an entry whose gradient is nearly
 by up to a step of ~lr on rounding noise alone (measured: 3e-6 on one of 384 entries).
 """
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -152,23 +153,31 @@ class TrainerShardingTest(absltest.TestCase):
     self.assertEqual(resumed["resumed_from"], 2)
     np.testing.assert_allclose(_losses(resumed), _losses(self.lora_base)[2:], rtol=_RTOL)
 
-  def test_batch_not_divisible_by_the_mesh_is_refused(self):
+  def test_batch_that_does_not_fit_the_mesh_or_the_rows_is_refused(self):
     cfg = trainer.TrainConfig(model=self.model, dataset=[str(self.data)], tuner="lora",
                               **dict(_SETTINGS, batch_size=6))
     with self.assertRaisesRegex(errors.ConfigError,
-                                r"batch_size=6 \(--per_device_train_batch_size.*data x fsdp "
-                                r"= 2 x 2 \(--mesh_data, --mesh_fsdp\)"):
+                                r"batch_size=6 \(the global batch\) is not divisible by the "
+                                r"mesh's data x fsdp = 2 x 2"):
       trainer.train(cfg, self._run("bad_batch"), mesh=sharding.make_mesh(2, 2, 2))
+    # 16 rows; a global batch of 32 is 8 per device over data x fsdp = 4.
+    cfg = dataclasses.replace(cfg, batch_size=32)
+    with self.assertRaisesRegex(errors.ConfigError,
+                                r"16 rows are fewer than batch_size=32 \(the global batch: 8 "
+                                r"per device x data x fsdp = 4\)"):
+      trainer.train(cfg, self._run("big_batch"), mesh=sharding.make_mesh(2, 2, 2))
 
   def test_two_processes_match_the_single_process_run(self):
     run = self._run("two_processes")
     port = _free_port()
     # Each process has 2 CPU devices; the 1x2x2 mesh puts fsdp across the processes (params and
-    # optimizer state split between them) and tensor within each.
+    # optimizer state split between them) and tensor within each. 4 rows per device x data x
+    # fsdp (1 x 2) is the single-process run's global batch of 8.
     env = dict(testutil.subprocess_env(), JAX_PLATFORMS="cpu",
                XLA_FLAGS="--xla_force_host_platform_device_count=2")
     args = [f"--model={self.model}", f"--dataset={self.data}", "--tuner_type=lora",
-            "--lora_rank=4", "--learning_rate=5e-3", "--max_length=32", "--batch_size=8",
+            "--lora_rank=4", "--learning_rate=5e-3", "--max_length=32",
+            "--per_device_train_batch_size=4",
             "--max_steps=4", "--warmup_ratio=0", "--packing=false", "--save_steps=2",
             f"--output_dir={run}", "--mesh_data=1", "--mesh_fsdp=2", "--mesh_tensor=2",
             "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"]

@@ -42,6 +42,7 @@ import optax
 from swiftjax import errors
 from swiftjax import infer
 from swiftjax import losses
+from swiftjax import train_data
 from swiftjax import trainer
 from swiftjax.data import multimodal
 from swiftjax.lora import lora
@@ -209,10 +210,10 @@ def forward(family: Any, cfg: Any, params: dict, batch: dict, *, packed: bool,
 
 def build_rows(cfg: MllmTrainConfig, model: Any) -> tuple[multimodal.Rows, dict]:
   """Reads, renders and lays out every dataset of `cfg` for `model` (a `mllm.LoadedMLLM`)."""
-  rows, stats = trainer.read_datasets(cfg, multimodal.read_rows)
+  rows, stats = train_data.read_datasets(cfg, multimodal.read_rows)
   builder = multimodal.Builder(model.tokenizer, model.family, model.processor,
                                model.cfg.image_token_id,
-                               lambda r: trainer.render_row(cfg, model.tokenizer, r))
+                               lambda r: train_data.render_row(cfg, model.tokenizer, r))
   examples, built = multimodal.build_examples(
       rows, builder, max_length=cfg.max_length, truncation_strategy=cfg.truncation_strategy,
       skip_bad_rows=cfg.skip_bad_rows)
