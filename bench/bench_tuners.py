@@ -1,8 +1,9 @@
 r"""Tuner comparison on SmolLM2-135M (a table like SWIFT's): trainable params, peak host memory
-and training tokens/s for the same batch, for each swiftjax tuner, full fine-tuning, and
-PyTorch + PEFT LoRA on the same weights and batch, in one run.
+and training tokens/s for the same batch, for each swiftjax tuner, full fine-tuning, LoRA with
+gradient checkpointing (`lora_remat`: full remat of every layer), and PyTorch on the same weights
+and batch (transformers + PEFT LoRA, and transformers full fine-tuning), in one run.
 
-  python -m bench.bench_tuners [--batch=4 --seq=128 --steps=5]
+  python -m bench.bench_tuners [--batch=4 --seq=128 --steps=5] [--only=full,torch_full]
 
 Each tuner runs in a fresh subprocess (so peak memory is its own): load the embedded GGUF in
 float32, build the tuner, jit one AdamW step (forward, backward, update), time `--steps` steps
@@ -24,12 +25,15 @@ _TUNER = flags.DEFINE_string("tuner", None, "Run one tuner (worker mode) and pri
 _BATCH = flags.DEFINE_integer("batch", 4, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq", 128, "Tokens per sequence.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these rows (default: all of TUNERS).")
 _DATA = flags.DEFINE_string(
     "data", str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" /
                 "llamafactory" / "data" / "alpaca_en_demo.json"), "Alpaca JSON file.")
 
 TUNERS = ("full", "lora", "dora", "qlora", "ia3", "vera", "adapter", "prompt", "galore",
-          "lisa", "llama_pro", "peft_lora")
+          "lisa", "llama_pro", "lora_remat", "peft_lora", "torch_full")
+# Rows run with PyTorch (transformers), not swiftjax.
+TORCH_ROWS = ("peft_lora", "torch_full")
 
 
 def _status(key):
@@ -53,6 +57,7 @@ def _batch(tokenizer, batch, seq, path):
 
 
 def _jax_worker(name, tokens):
+  import dataclasses  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -62,6 +67,9 @@ def _jax_worker(name, tokens):
 
   model = infer.load()
   params, cfg = model.params, model.cfg
+  if name == "lora_remat":
+    # LoRA r=8 all-linear, recomputing every layer in the backward pass.
+    name, cfg = "lora", dataclasses.replace(cfg, remat="full")
   tokens = jnp.asarray(tokens)
   inputs, targets = tokens[:, :-1], tokens[:, 1:]
   opt = optax.adamw(1e-4)
@@ -134,17 +142,29 @@ def _jax_worker(name, tokens):
   return dict(trainable=int(n_train), tok_s=tokens.size * _STEPS.value / dt, loss=float(l))
 
 
-def _peft_worker(tokens):
+def _torch_worker(name, tokens):
+  """`peft_lora`: transformers + PEFT LoRA (r=8, all linear layers); `torch_full`: every
+  parameter trained. Both a plain PyTorch loop with AdamW over the trainable parameters."""
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
-  import peft  # pylint: disable=g-import-not-at-top
   from swiftjax import assets  # pylint: disable=g-import-not-at-top
   p = assets.default_model_path()
   model = transformers.AutoModelForCausalLM.from_pretrained(
       str(p.parent), gguf_file=p.name, dtype=torch.float32)
-  model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=32,
-                                                     target_modules="all-linear"))
-  opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+  if name == "peft_lora":
+    import peft  # pylint: disable=g-import-not-at-top
+    model = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=32,
+                                                       target_modules="all-linear"))
+    n_train = model.get_nb_trainable_parameters()[0]
+  else:
+    # model.parameters() lists a tied embedding / LM head once.
+    n_train = sum(q.numel() for q in model.parameters() if q.requires_grad)
+  model.train()
+  # The fused AdamW kernel, as the Hugging Face Trainer picks for torch >= 2.8 (its
+  # `adamw_torch_fused` default): the strongest stock PyTorch optimizer step on CPU.
+  fused = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 8)
+  opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4,
+                          **({"fused": True} if fused else {}))
   x = torch.as_tensor(tokens, dtype=torch.long)
 
   def step():
@@ -159,9 +179,8 @@ def _peft_worker(tokens):
   for _ in range(_STEPS.value):
     l = step()
   dt = time.perf_counter() - t0
-  return dict(trainable=model.get_nb_trainable_parameters()[0],
-              tok_s=tokens.size * _STEPS.value / dt, loss=float(l),
-              torch_threads=torch.get_num_threads())
+  return dict(trainable=n_train, tok_s=tokens.size * _STEPS.value / dt, loss=float(l),
+              torch_threads=torch.get_num_threads(), fused_adamw=fused)
 
 
 def worker(name):
@@ -171,7 +190,7 @@ def worker(name):
   tok = infer.tok_lib.load_tokenizer(infer.assets.default_model_path())
   tokens = _batch(tok, _BATCH.value, _SEQ.value + 1, _DATA.value)
   before = _status("VmRSS")
-  res = _peft_worker(tokens) if name == "peft_lora" else _jax_worker(name, tokens)
+  res = _torch_worker(name, tokens) if name in TORCH_ROWS else _jax_worker(name, tokens)
   res["peak_mb"] = (_status("VmHWM") - before) / 1e6
   print("RESULT " + json.dumps(res))
 
@@ -183,8 +202,11 @@ def main(argv):
     return
   if not pathlib.Path(_DATA.value).is_file():
     sys.exit(f"error: --data={_DATA.value} does not exist")
+  unknown = set(_ONLY.value) - set(TUNERS)
+  if unknown:
+    sys.exit(f"error: --only names unknown rows {sorted(unknown)} (rows: {', '.join(TUNERS)})")
   rows = {}
-  for name in TUNERS:
+  for name in [n for n in TUNERS if not _ONLY.value or n in _ONLY.value]:
     cmd = [sys.executable, "-m", "bench.bench_tuners", f"--tuner={name}",
            f"--batch={_BATCH.value}", f"--seq={_SEQ.value}", f"--steps={_STEPS.value}",
            f"--data={_DATA.value}"]
@@ -197,15 +219,20 @@ def main(argv):
     print(f"{name}: {rows[name]}", flush=True)
   ref = rows.get("peft_lora", {}).get("tok_s")
   full = rows.get("full", {}).get("tok_s")
+  torch_full = rows.get("torch_full", {}).get("tok_s")
   print(f"\nSmolLM2-135M, batch {_BATCH.value} x {_SEQ.value} tokens, AdamW, float32, CPU")
-  print(f"| tuner | trainable params | peak host memory (MB) | train tokens/s | vs full | "
-        f"vs PEFT LoRA |")
-  print("|---|---|---|---|---|---|")
+  print("| tuner | trainable params | peak host memory (MB) | train tokens/s | vs full | "
+        "vs PEFT LoRA | vs torch full |")
+  print("|---|---|---|---|---|---|---|")
   for name, r in rows.items():
     vs_full = f"{r['tok_s'] / full:.2f}x" if full else "-"
     vs_peft = f"{r['tok_s'] / ref:.2f}x" if ref else "-"
+    # swiftjax full fine-tuning against PyTorch full fine-tuning (and the memory ratio).
+    vs_torch_full = (f"{r['tok_s'] / torch_full:.2f}x, memory "
+                     f"{r['peak_mb'] / rows['torch_full']['peak_mb']:.2f}x"
+                     if torch_full and name == "full" else "-")
     print(f"| {name} | {r['trainable']:,d} | {r['peak_mb']:.0f} | {r['tok_s']:.0f} | "
-          f"{vs_full} | {vs_peft} |")
+          f"{vs_full} | {vs_peft} | {vs_torch_full} |")
 
 
 if __name__ == "__main__":

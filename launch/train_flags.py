@@ -65,6 +65,13 @@ EVAL_STEPS = flags.DEFINE_integer("eval_steps", None, "Eval loss every N steps (
 MERGE_LORA = flags.DEFINE_bool("merge_lora", False, "After training, fold the adapters into "
                                "the base weights and write a Hugging Face directory (config."
                                "json, safetensors, tokenizer) to --output_dir/merged.")
+GRAD_CKPT = flags.DEFINE_bool("gradient_checkpointing", False, "Recompute each decoder layer "
+                              "in the backward pass instead of keeping its activations: "
+                              "less memory, slower steps (ms-swift defaults it on, here it is "
+                              "off; see TrainConfig.gradient_checkpointing).")
+REMAT_POLICY = flags.DEFINE_enum("remat_policy", "full", ["full", "dots"], "What "
+                                 "--gradient_checkpointing keeps: `full` only each layer's "
+                                 "input, `dots` also the weight matmuls' outputs.")
 # --mesh_data / --mesh_fsdp / --mesh_tensor; with --distributed, the mesh spans every process's
 # devices, and the global batch (--per_device_train_batch_size x data x fsdp) is split over them.
 MESH = common.define_mesh_flags()
@@ -98,7 +105,8 @@ def config_kwargs(mesh) -> dict:
       truncation_strategy=TRUNC.value, save_steps=SAVE_STEPS.value,
       save_total_limit=SAVE_LIMIT.value, seed=SEED.value, skip_bad_rows=SKIP_BAD.value,
       val_dataset=VAL_DATASET.value, split_dataset_ratio=SPLIT_RATIO.value,
-      eval_steps=EVAL_STEPS.value, merge_lora=MERGE_LORA.value)
+      eval_steps=EVAL_STEPS.value, merge_lora=MERGE_LORA.value,
+      gradient_checkpointing=GRAD_CKPT.value, remat_policy=REMAT_POLICY.value)
 
 
 def output_dir(job: str) -> str:

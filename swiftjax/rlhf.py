@@ -231,7 +231,8 @@ def preference_job(cfg: RlhfConfig, model: infer.LoadedModel) -> trainer.Job:
     return out
 
   return trainer.Job(len(desirable), lambda idx: pairs.take(data, desirable, idx),
-             make_preference_loss_fn(model.cfg, tuner_cfg, pref_cfg), trainable, const, save,
+             make_preference_loss_fn(trainer.training_model_config(cfg, model.cfg), tuner_cfg,
+                                     pref_cfg), trainable, const, save,
              {"rlhf_type": pref_cfg.rlhf_type,
               "beta": None if pref_cfg.rlhf_type == "rm" else pref_cfg.beta, **stats},
              trainable_axes=trainable_axes, const_axes=const_axes,

@@ -13,8 +13,11 @@ from typing import Sequence
 from swiftjax import errors
 from swiftjax.agent import templates
 from swiftjax.data import loss_scale as loss_scale_lib
+from swiftjax.models import config as model_config
 
 TUNERS = ("lora", "dora", "rslora", "full")
+# `remat_policy` values: `ModelConfig.remat`'s policies that checkpoint something.
+REMAT_POLICIES = tuple(p for p in model_config.REMAT_POLICIES if p != "none")
 
 
 @dataclasses.dataclass
@@ -65,6 +68,19 @@ class TrainConfig:
   # After training, fold the adapters into the base and write a Hugging Face directory
   # (`workdir/merged`, see `merge_output`).
   merge_lora: bool = False
+  # Gradient checkpointing (ms-swift's and Hugging Face's `gradient_checkpointing`): recompute
+  # each decoder layer in the backward pass instead of keeping its activations, saving what
+  # `remat_policy` names (`full`: only the layer inputs; `dots`: also the weight matmuls'
+  # outputs; see `ModelConfig.remat`). Off by default, unlike ms-swift, to keep the step
+  # speed: LoRA on SmolLM2-135M, batch 8 x 256, on 2 CPU cores, full remat took 13% longer
+  # per step and cut the compiled backward's scratch memory from 5.3 GB to 0.95 GB.
+  gradient_checkpointing: bool = False
+  remat_policy: str = "full"
+
+  @property
+  def remat(self) -> str:
+    """The `ModelConfig.remat` policy training runs with (`none` without checkpointing)."""
+    return self.remat_policy if self.gradient_checkpointing else "none"
 
   def __post_init__(self):
     if self.tuner not in TUNERS:
@@ -88,6 +104,9 @@ class TrainConfig:
                                "validation files or a fraction of the training rows, not both")
     if self.eval_steps is not None and self.eval_steps < 0:
       raise errors.ConfigError(f"eval_steps={self.eval_steps} is negative")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise errors.ConfigError(f"remat_policy {self.remat_policy!r} is not one of "
+                               f"{', '.join(REMAT_POLICIES)}")
     if self.merge_lora and self.tuner == "full":
       raise errors.ConfigError("merge_lora needs a LoRA-family tuner (lora, dora, rslora); "
                                "tuner=full has no adapters to merge")

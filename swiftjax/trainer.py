@@ -186,6 +186,14 @@ def save_adapters(model, tuner_cfg, workdir: pathlib.Path, adapters) -> pathlib.
   return out
 
 
+def training_model_config(cfg: TrainConfig, model_cfg: decoder.ModelConfig
+                          ) -> decoder.ModelConfig:
+  """`model_cfg` as the training forward pass runs it: with `cfg`'s gradient checkpointing
+  (`ModelConfig.remat`). Saving and export keep the loaded config, so the written adapters
+  and merged `config.json` do not depend on it."""
+  return dataclasses.replace(model_cfg, remat=cfg.remat)
+
+
 def sft_job(cfg: TrainConfig, model: infer.LoadedModel) -> Job:
   """SFT on packed rows: weighted next-token loss over segments; validation rows (if any)
   are packed the same way."""
@@ -195,10 +203,11 @@ def sft_job(cfg: TrainConfig, model: infer.LoadedModel) -> Job:
   val_packed = layout(val_examples, cfg.max_length) if val_examples else None
   frozen, trainable, tuner_cfg = init_trainable(cfg, model)
   frozen_axes, trainable_axes = init_axes(model.cfg, trainable, tuner_cfg)
+  model_cfg = training_model_config(cfg, model.cfg)
 
   def loss_fn(trainable, frozen, batch):
     params = trainable if tuner_cfg is None else lora.apply(frozen, trainable, tuner_cfg)
-    logits, _ = decoder.apply(params, batch["tokens"], model.cfg,
+    logits, _ = decoder.apply(params, batch["tokens"], model_cfg,
                               segment_ids=batch["segment_ids"], positions=batch["positions"])
     loss, _ = losses.next_token_loss(logits, batch["tokens"], batch["weights"],
                                      batch["segment_ids"])

@@ -142,7 +142,7 @@ def hf_config(cfg: ModelConfig, dtype: str = "float32") -> dict[str, Any]:
 def _check_round_trip(cfg: ModelConfig, d: dict[str, Any]) -> None:
   """`d` must read back as `cfg`, with and without `layer_types` (older transformers)."""
   scaling = _rope_scaling(cfg)
-  want = dataclasses.replace(cfg, scan_unroll=1, rope_scaling=scaling and tuple(
+  want = dataclasses.replace(cfg, scan_unroll=1, remat="none", rope_scaling=scaling and tuple(
       (k, tuple(v) if isinstance(v, list) else v) for k, v in scaling.items()))
   if want.model_type == "gemma2" and want.query_pre_attn_scalar is None:
     want = dataclasses.replace(want, query_pre_attn_scalar=want.head_dim)

@@ -248,10 +248,12 @@ def mllm_job(cfg: MllmTrainConfig, model: Any, rows: multimodal.Rows | None = No
     raise errors.ConfigError(f"packing is not supported for {family.__name__} (multimodal "
                              "RoPE positions per sample); use packing=False (--packing=false)")
   trainable, const, tuner_cfg = split_params(cfg, model.params)
+  # Gradient checkpointing reaches the language model's layer scan (the vision tower runs as is).
+  train_cfg = dataclasses.replace(mcfg, text=trainer.training_model_config(cfg, mcfg.text))
 
   def loss_fn(trainable, const, batch):
     params = join_params(trainable, const, tuner_cfg)
-    logits = forward(family, mcfg, params, batch, packed=packed,
+    logits = forward(family, train_cfg, params, batch, packed=packed,
                      compute_dtype=model.compute_dtype)
     loss, targets = losses.next_token_loss(logits, batch["tokens"], batch["weights"],
                                            batch["segment_ids"])

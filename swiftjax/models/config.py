@@ -5,6 +5,9 @@ from typing import Any
 
 from swiftjax import errors
 
+# Gradient-checkpointing policies of the layer scan (`ModelConfig.remat`).
+REMAT_POLICIES = ("none", "full", "dots")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -41,6 +44,12 @@ class ModelConfig:
     scan_unroll: layers per iteration of the layer scan (`jax.lax.scan(unroll=...)`); 1 keeps
       compile time flat in depth, num_layers unrolls fully (a runtime setting, not part of the
       checkpoint).
+    remat: gradient checkpointing of each decoder layer under autodiff (`REMAT_POLICIES`):
+      `none` keeps every intermediate for the backward pass; `full` keeps only each layer's
+      input and recomputes the layer (`jax.checkpoint_policies.nothing_saveable`); `dots`
+      keeps the weight matmuls' outputs and recomputes the rest (attention scores, norms,
+      activations: `dots_with_no_batch_dims_saveable`, maxtext's `minimal`). A runtime
+      setting like `scan_unroll`: the forward values and the loaded weights are the same.
   """
   model_type: str = "llama"
   vocab_size: int = 32000
@@ -71,6 +80,7 @@ class ModelConfig:
   query_pre_attn_scalar: float | None = None
   sandwich_norms: bool = False
   scan_unroll: int = 1
+  remat: str = "none"
 
   def __post_init__(self):
     if self.num_heads % self.num_kv_heads:
@@ -87,6 +97,9 @@ class ModelConfig:
     if self.layer_windows is not None and len(self.layer_windows) != self.num_layers:
       raise errors.ConfigError(f"layer_windows has {len(self.layer_windows)} entries for "
                                f"{self.num_layers} layers")
+    if self.remat not in REMAT_POLICIES:
+      raise errors.ConfigError(f"remat policy {self.remat!r} is not one of "
+                               f"{', '.join(REMAT_POLICIES)}")
     if self.activation not in ("silu", "gelu_tanh"):
       raise errors.ConfigError(f"activation {self.activation!r} is not supported "
                                "(supported: silu, gelu_tanh)")

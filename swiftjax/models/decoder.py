@@ -293,6 +293,22 @@ def _proj(x, p, dtype):
   return y + p["bias"].astype(dtype) if "bias" in p else y
 
 
+def _remat(block, policy: str):
+  """The scanned layer `block` under `ModelConfig.remat`'s checkpoint policy.
+
+  Under autodiff a scan keeps every layer's saved intermediates stacked `[L, ...]` for the
+  backward pass; `jax.checkpoint` keeps only what the policy saves and recomputes the rest
+  from the layer's input. `prevent_cse=False`: the guard that stops XLA from merging the
+  recomputation back into the forward pass is unneeded inside a scan and can cost speed
+  (`jax.checkpoint`'s docs).
+  """
+  if policy == "none":
+    return block
+  saveable = {"full": jax.checkpoint_policies.nothing_saveable,
+              "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[policy]
+  return jax.checkpoint(block, policy=saveable, prevent_cse=False)
+
+
 def embed(params: Params, tokens: jax.Array) -> jax.Array:
   """Token embeddings `[B, T, D]` (before any family-specific scaling, as HF's inputs_embeds)."""
   return embedding_lookup(params["embed_tokens"]["embedding"], tokens)
@@ -430,7 +446,8 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
            cache["v"] if cache is not None else None)
   layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
               jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
-  (x, new_k, new_v), _ = jax.lax.scan(block, carry, layer_xs, unroll=cfg.scan_unroll)
+  (x, new_k, new_v), _ = jax.lax.scan(_remat(block, cfg.remat if cache is None else "none"),
+                                      carry, layer_xs, unroll=cfg.scan_unroll)
 
   if last_only:
     x = x[:, -1:]
