@@ -1,6 +1,8 @@
 r"""Link prediction: SEG and its baselines (SEAL, GCN, GraphSAGE) on OGB, Planetoid or an edge list.
 
-  python -m launch.seg --dataset=cora --model=seg --epochs=10 --output_dir=runs/seg_cora
+  python -m launch.seg --dataset=cora --model=seg --epochs=100 --output_dir=runs/seg_cora
+  python -m launch.seg --dataset=cora --model=seg --gnn=subgraph --num_hops=1 --epochs=6 \
+      --output_dir=runs/seg_sub_cora
   python -m launch.seg --dataset=ogbl-ddi --data_root=../shared/data --model=gcn --epochs=100 \
       --output_dir=runs/gcn_ddi
   python -m launch.seg --dataset=my_edges.txt --model=seal --num_hops=2 --output_dir=runs/x
@@ -34,9 +36,9 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a finished run in --
 # Model options: passed on only when given, to the model's own config.
 _OPTIONS = {
     # SEG's GNN: per-pair subgraphs (SubgraphConfig) or the whole graph (seg_full.FullSEGConfig)
-    "gnn": flags.DEFINE_enum("gnn", "subgraph", ["subgraph", "full"], "seg: DGCNN on each "
-                             "pair's enclosing subgraph, or a GCN over the whole graph fused "
-                             "with exact path labels (dense graphs such as ogbl-ddi)."),
+    "gnn": flags.DEFINE_enum("gnn", "full", ["subgraph", "full"], "seg: a GCN over the whole "
+                             "graph fused with exact path labels, or DGCNN on each pair's "
+                             "enclosing subgraph (the seg/seal flags below)."),
     "num_buckets": flags.DEFINE_integer("num_buckets", 12, "seg --gnn=full: log-scale buckets of "
                                         "the length-3 path counts."),
     "structure_hidden": flags.DEFINE_integer("structure_hidden", 64, "seg --gnn=full: "

@@ -31,7 +31,8 @@ class LinkTrainTest(absltest.TestCase):
     tmp = pathlib.Path(self.create_tempdir().full_path)
     edges = tmp / "edges.txt"
     write_cliques(edges)
-    for model, options in (("seg", dict(batch_size=32, sortpool_k=10, hidden=16, gnn_hidden=16)),
+    for model, options in (("seg", dict(gnn="subgraph", batch_size=32, sortpool_k=10, hidden=16,
+                                         gnn_hidden=16)),
                            ("gcn", dict(hidden=32, embedding_dim=32, batch_size=256, lr=0.01))):
       out = tmp / model
       cfg = link_train.LinkTrainConfig(dataset=str(edges), model=model, epochs=3, eval_every=2,

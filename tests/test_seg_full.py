@@ -148,8 +148,12 @@ class FullSEGTest(absltest.TestCase):
     with self.assertRaisesRegex(GraphError, "encoder"):
       seg_full.FullSEGConfig(encoder="gat")
     split = clique_split()
-    with self.assertRaisesRegex(GraphError, "gnn=full applies to model seg only"):
+    with self.assertRaisesRegex(GraphError, "gnn applies to model seg only"):
       link_train.make_runner("seal", split, 0, {"gnn": "full"})
+    with self.assertRaisesRegex(GraphError, "gnn must be one of"):
+      link_train.make_runner("seg", split, 0, {"gnn": "both"})
+    self.assertIsInstance(link_train.make_runner("seg", split, 0, {"hidden": 8}),
+                          seg_full.FullSEGRunner)  # the default
     with self.assertRaisesRegex(GraphError, "options gnn_hidden do not apply"):
       link_train.make_runner("seg", split, 0, {"gnn": "full", "gnn_hidden": 8})
 
