@@ -38,3 +38,19 @@ def pytest_configure(config):
   fd = config.stash.get(fault_handler_stderr_fd_key, None)
   if fd is not None and faulthandler.is_enabled():
     faulthandler.enable(file=fd, all_threads=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+  """Drops jax's compiled executables after each test module.
+
+  Every XLA:CPU executable keeps a few memory mappings of its code; jax caches them for the life of
+  the process, so one process running the whole suite passed Linux's 65,530 mappings per process
+  (`vm.max_map_count`) near its end and the next compile died with a segmentation fault when its
+  mmap failed (CI, twice). Clearing the caches between modules keeps the count near one module's.
+  """
+  yield
+  import gc  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+  gc.collect()
