@@ -390,6 +390,23 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, cfg: GAEConfi
 # Training and scoring a LinkSplit.
 
 
+def pair_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """OGB's link loss: mean BCE over positives + mean BCE over as many negatives.
+
+  Args:
+    logits: [2B] positives' logits, then their negatives'.
+    mask: [B] False on padded positives (their negatives are dropped with them).
+
+  Returns:
+    [] the loss.
+  """
+  b = mask.shape[0]
+  weight = mask.astype(jnp.float32)
+  pos = optax.sigmoid_binary_cross_entropy(logits[:b], jnp.ones((b,)))
+  neg = optax.sigmoid_binary_cross_entropy(logits[b:], jnp.zeros((b,)))
+  return jnp.sum(weight * (pos + neg)) / jnp.maximum(weight.sum(), 1.0)
+
+
 class GAEState(NamedTuple):
   """Training state: `params` from `init` and the optax state of `GAERunner`'s Adam."""
   params: dict[str, Any]
@@ -402,17 +419,11 @@ def _train_step(state: GAEState, graph: GraphArrays, pos: jax.Array, mask: jax.A
   """One Adam step on [B, 2] positives (`mask` [B] False on padding) and B random pairs."""
   k_neg, k_enc, k_dec = jax.random.split(key, 3)
   neg = jax.random.randint(k_neg, pos.shape, 0, num_nodes, jnp.int32)
-  weight = mask.astype(jnp.float32)
-  count = jnp.maximum(weight.sum(), 1.0)
 
   def loss_fn(params):
     z = encode(params, graph, cfg, train=True, rng=k_enc)
     logits = decode(params, z, jnp.concatenate([pos, neg]), cfg, train=True, rng=k_dec)
-    b = pos.shape[0]
-    pos_loss = optax.sigmoid_binary_cross_entropy(logits[:b], jnp.ones((b,)))
-    neg_loss = optax.sigmoid_binary_cross_entropy(logits[b:], jnp.zeros((b,)))
-    # OGB's loss: mean over positives + mean over negatives (here the same count).
-    return jnp.sum(weight * (pos_loss + neg_loss)) / count
+    return pair_loss(logits, mask)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -43,7 +43,9 @@ from graphs import subgraph_runner
 from graphs.errors import GraphError
 from graphs.link_data import LinkSplit
 
-SCORE_CHUNK = 65536
+SCORE_CHUNK = gae.SCORE_CHUNK  # pairs per decoder call in `score`
+_dropout = gae._dropout  # pylint: disable=protected-access
+_next_pow2 = gae._next_pow2  # pylint: disable=protected-access
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +160,7 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
     if i < cfg.decoder_layers - 1:
       x = jax.nn.relu(x)
       if train and cfg.dropout > 0:
-        x = gae._dropout(x, cfg.dropout, jax.random.fold_in(rng, i))  # pylint: disable=protected-access
+        x = _dropout(x, cfg.dropout, jax.random.fold_in(rng, i))
   return x[:, 0]
 
 
@@ -178,17 +180,12 @@ def _train_step(state: FullSEGState, graph: gae.GraphArrays, batch: _Batch, key:
                 cfg: FullSEGConfig, optimizer: optax.GradientTransformation
                 ) -> tuple[FullSEGState, jax.Array]:
   k_enc, k_dec = jax.random.split(key)
-  weight = batch.mask.astype(jnp.float32)
-  count = jnp.maximum(weight.sum(), 1.0)
   gcfg = cfg.gae_config()
 
   def loss_fn(params):
     z = gae.encode(params["gnn"], graph, gcfg, train=True, rng=k_enc)
     logits = decode(params, z, batch.pairs, batch.hist, batch.paths, cfg, train=True, rng=k_dec)
-    b = batch.mask.shape[0]
-    pos = optax.sigmoid_binary_cross_entropy(logits[:b], jnp.ones((b,)))
-    neg = optax.sigmoid_binary_cross_entropy(logits[b:], jnp.zeros((b,)))
-    return jnp.sum(weight * (pos + neg)) / count
+    return gae.pair_loss(logits, batch.mask)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -287,7 +284,7 @@ class FullSEGRunner:
     if not pairs.shape[0]:
       return out
     z = self._embed(state)
-    chunk = min(SCORE_CHUNK, max(1024, 1 << max(0, pairs.shape[0] - 1).bit_length()))
+    chunk = min(SCORE_CHUNK, max(1024, _next_pow2(pairs.shape[0])))
     for start in range(0, pairs.shape[0], chunk):
       stop = min(start + chunk, pairs.shape[0])
       rows = np.zeros(chunk, np.int64)
