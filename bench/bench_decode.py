@@ -60,9 +60,10 @@ print(json.dumps(dict(growth=peak - before, weights=nbytes)))
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
+def swiftjax_rates(path, prompts, new_tokens, repeats, dtype, unstack=True):
   """Rates as `launch.infer` runs: bf16 on CPU is stored packed and computed in f32;
-  `int8` is float32 with every kernel quantized to per-channel int8."""
+  `int8` is float32 with every kernel quantized to per-channel int8; layers unstacked
+  (`decoder.unstack_layers`) unless `unstack=False` (the layer scan over stacked weights)."""
   from swiftjax import generate as gen  # pylint: disable=g-import-not-at-top
   from swiftjax import infer  # pylint: disable=g-import-not-at-top
   from swiftjax import int8  # pylint: disable=g-import-not-at-top
@@ -71,6 +72,8 @@ def swiftjax_rates(path, prompts, new_tokens, repeats, dtype):
   cfg, params, cdt = model.cfg, model.params, model.compute_dtype
   if dtype == "int8":
     params = int8.quantize_params(params)
+  if unstack:
+    params = decoder.unstack_layers(params, donate=True)
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
   res = {"weight_bytes": weight_bytes}
   jax.block_until_ready(params)
@@ -130,12 +133,16 @@ def main(argv):
   sj32 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "float32")
   sj16 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "bfloat16")
   sj8 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "int8")
+  stacked = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "float32",
+                           unstack=False)
   hf = transformers_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value)
   print(f"\n{'metric':<22}{'swiftjax fp32':>15}{'transformers':>15}{'ratio':>8}"
-        f"{'swiftjax bf16':>15}{'swiftjax int8':>15}")
+        f"{'swiftjax bf16':>15}{'swiftjax int8':>15}{'fp32 stacked':>15}")
   for key in ("prefill_tok_s", "decode_b1_tok_s", "decode_b8_tok_s"):
     print(f"{key:<22}{sj32[key]:>15.1f}{hf[key]:>15.1f}{sj32[key] / hf[key]:>7.2f}x"
-          f"{sj16[key]:>15.1f}{sj8[key]:>15.1f}")
+          f"{sj16[key]:>15.1f}{sj8[key]:>15.1f}{stacked[key]:>15.1f}")
+  print("(fp32 stacked: the same float32 weights run by the layer scan over stacked arrays, "
+        "as training does)")
   for name, r in (("fp32", sj32), ("bf16", sj16), ("int8", sj8)):
     bound = bw * 1e9 / r["weight_bytes"]
     print(f"batch-1 decode {name}: {r['decode_b1_tok_s']:.1f} tok/s; bandwidth bound "

@@ -88,6 +88,7 @@ def main(argv):
   from swiftjax.agent import templates  # pylint: disable=g-import-not-at-top
   from swiftjax.agent import tooldata  # pylint: disable=g-import-not-at-top
   from swiftjax.eval import toolbench  # pylint: disable=g-import-not-at-top
+  from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
   out = pathlib.Path(_OUTPUT_DIR.value)
@@ -107,7 +108,10 @@ def main(argv):
   kw = dict(template="react", max_new_tokens=_MAX_NEW_TOKENS.value,
             batch_size=min(_BATCH.value, len(refs)))
   t = time.perf_counter()
-  base, base_recs = toolbench.evaluate(model, refs, **kw)
+  # Scoring reads per-layer weight buffers (decoder.unstack_layers: faster decoding);
+  # training below keeps the stacked layout.
+  base, base_recs = toolbench.evaluate(
+      dataclasses.replace(model, params=decoder.unstack_layers(model.params)), refs, **kw)
   print(f"base model scored on {base['n']} held-out turns ({base['n_call']} should call a tool) "
         f"in {time.perf_counter() - t:.0f} s", flush=True)
 
@@ -121,7 +125,8 @@ def main(argv):
         f"{summary['train_seconds'] / 60:.1f} min ({summary['output']})", flush=True)
 
   tuned_model = dataclasses.replace(
-      model, params=infer.apply_adapters(model.params, model.cfg, summary["output"]))
+      model, params=decoder.unstack_layers(
+          infer.apply_adapters(model.params, model.cfg, summary["output"])))
   tuned, tuned_recs = toolbench.evaluate(tuned_model, refs, **kw)
 
   print()

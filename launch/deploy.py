@@ -62,7 +62,7 @@ def main(argv):
   engine_config = engine.EngineConfig(num_slots=_SLOTS.value, max_seq_len=_MAX_SEQ_LEN.value,
                                       max_queue=_QUEUE.value, timeout_s=_TIMEOUT.value)
   model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-                     adapters=_ADAPTERS.value)
+                     adapters=_ADAPTERS.value, unstack=True)
   api_config = openai_api.ApiConfig(
       model_name=_NAME.value or openai_api.default_model_name(model.path),
       api_key=_API_KEY.value or os.environ.get("SWIFTJAX_API_KEY") or None,

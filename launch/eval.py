@@ -73,7 +73,7 @@ def main(argv):
   start = time.time()
   model = None if _PREDICTIONS.value else infer.load(
       _MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-      adapters=_ADAPTERS.value, merge=_MERGE.value)
+      adapters=_ADAPTERS.value, merge=_MERGE.value, unstack=True)
   loaded = time.time()
   last = [0.0]
 

@@ -89,7 +89,7 @@ def main(argv):
         f"--images needs a multimodal model directory ({', '.join(sorted(mllm.FAMILIES))}); "
         f"{_MODEL.value or 'the embedded SmolLM2-135M-Instruct'} is a text-only model")
   model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-                     adapters=_ADAPTERS.value, merge=_MERGE.value)
+                     adapters=_ADAPTERS.value, merge=_MERGE.value, unstack=True)
 
   def stream(piece):
     sys.stdout.write(piece)

@@ -15,6 +15,7 @@ from swiftjax import generate as gen
 from swiftjax import models
 from swiftjax import packed_bf16
 from swiftjax import tokenizer as tok_lib
+from swiftjax.models import decoder
 from swiftjax.lora import lora
 from swiftjax.lora import peft_io
 
@@ -39,7 +40,7 @@ class LoadedModel:
 
 def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
          mesh: jax.sharding.Mesh | None = None, *, adapters: str | pathlib.Path | None = None,
-         merge: bool = True) -> LoadedModel:
+         merge: bool = True, unstack: bool = False) -> LoadedModel:
   """Loads a model and its tokenizer; `None` means the embedded SmolLM2-135M-Instruct.
 
   With `mesh`, parameters are loaded straight into their `NamedSharding` layout. bfloat16
@@ -54,6 +55,9 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
     merge: fold the adapters into the kernels (one dense matmul per projection, as fast as the
       base model) rather than keeping them as separate `LoraWeight`s (`s * x A B` added at each
       call; the base weights stay untouched).
+    unstack: keep each layer's weights in buffers of their own
+      (`decoder.unstack_layers`): faster generation (SmolLM2-135M on 2 CPU cores: batch-1
+      decode 1.5x), for inference only (training code expects the stacked layout).
 
   Raises:
     CheckpointError: adapters that do not fit this model (the tensor is named).
@@ -65,6 +69,8 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
   compute_dtype = None
   if models.resolve_dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
     params, compute_dtype = packed_bf16.pack(params), jnp.float32
+  if unstack:
+    params = decoder.unstack_layers(params, donate=True)
   return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh, compute_dtype)
 
 

@@ -44,9 +44,11 @@ def _check_forward(test, model_type, **overrides):
   np.testing.assert_allclose(np.asarray(got), want, atol=_tol(want), rtol=0)
 
 
-def _check_cached(test, model_type, prefill):
+def _check_cached(test, model_type, prefill, unstack=False):
   """Prefills `prefill` tokens, decodes the rest one by one; returns the final cache."""
   ref, cfg, params = _load(test, model_type)
+  if unstack:
+    params = decoder.unstack_layers(params, donate=True)
   tokens = np.random.default_rng(1).integers(0, cfg.vocab_size, (2, 24))
   want = _torch_logits(ref, tokens)
   cache = decoder.init_cache(cfg, batch=2, max_len=32)
@@ -69,6 +71,10 @@ class DecoderParityTest(parameterized.TestCase):
   @parameterized.named_parameters(*_FAMILIES)
   def test_family_cached_decoding_matches_transformers(self, model_type):
     _check_cached(self, model_type, prefill=12)
+
+  @parameterized.named_parameters(*_FAMILIES)
+  def test_family_cached_decoding_with_unstacked_layers_matches_transformers(self, model_type):
+    _check_cached(self, model_type, prefill=12, unstack=True)
 
   @parameterized.named_parameters(
       ("untied_gqa", {}),
@@ -123,6 +129,56 @@ class DecoderParityTest(parameterized.TestCase):
     with safe_open(str(tmp / "model.safetensors"), framework="numpy") as f:
       saved = set(f.keys())
     self.assertEqual(set(decoder.hf_tensor_names(cfg)), saved)
+
+
+class UnstackedLayersTest(absltest.TestCase):
+  """`decoder.unstack_layers`: per-layer buffers for inference, same function as the scan."""
+
+  def setUp(self):
+    super().setUp()
+    # Gemma 2 switches: alternating local/global windows, sandwich norms, soft-capping.
+    self.cfg = models.ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=3, num_heads=4,
+        num_kv_heads=2, head_dim=8, layer_windows=(4, 0, 4), sandwich_norms=True,
+        attn_logit_softcap=50.0, final_logit_softcap=30.0)
+    self.params = decoder.init(self.cfg, jax.random.key(0))
+    self.tokens = jnp.asarray(np.random.default_rng(3).integers(0, 64, (2, 10)))
+
+  def test_same_logits_and_cache_as_the_scan(self):
+    cache = decoder.init_cache(self.cfg, 2, 16)
+    want, want_cache = decoder.apply(self.params, self.tokens, self.cfg, cache=cache)
+    flat = decoder.unstack_layers(self.params)
+    self.assertLen(flat["layers"], 3)
+    self.assertEqual(flat["layers"][1]["mlp"]["up_proj"]["kernel"].shape, (32, 48))
+    got, got_cache = decoder.apply(flat, self.tokens, self.cfg,
+                                   cache=decoder.init_cache(self.cfg, 2, 16))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+    for name in ("k", "v"):
+      np.testing.assert_allclose(np.asarray(got_cache[name]), np.asarray(want_cache[name]),
+                                 atol=1e-6, rtol=0)
+
+  def test_roundtrip_and_donation(self):
+    kept = jax.tree.map(np.asarray, self.params)
+    flat = decoder.unstack_layers(self.params, donate=True)
+    self.assertTrue(self.params["layers"]["mlp"]["up_proj"]["kernel"].is_deleted())
+    self.assertIs(decoder.unstack_layers(flat), flat)
+    back = decoder.stack_layers(flat)
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, back), kept)
+
+  def test_weight_kinds_unstack(self):
+    from swiftjax import int8  # pylint: disable=g-import-not-at-top
+    q = int8.quantize_params(self.params)
+    want, _ = decoder.apply(q, self.tokens, self.cfg)
+    got, _ = decoder.apply(decoder.unstack_layers(q), self.tokens, self.cfg)
+    self.assertIsInstance(decoder.unstack_layers(q)["layers"][0]["mlp"]["down_proj"]["kernel"],
+                          int8.Int8Weight)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+
+  def test_layer_count_must_match_the_config(self):
+    flat = decoder.unstack_layers(self.params)
+    short = {**flat, "layers": flat["layers"][:2]}
+    with self.assertRaisesRegex(ValueError, "2 unstacked layers for a config of 3"):
+      decoder.apply(short, self.tokens, self.cfg)
 
 
 if __name__ == "__main__":

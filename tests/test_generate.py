@@ -43,6 +43,16 @@ class GenerateTest(absltest.TestCase):
     for p, g in zip(prompts, got):
       self.assertEqual(g, self._hf_greedy(p, 12))
 
+  def test_unstacked_layers_generate_the_same_tokens(self):
+    from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(3, 128, n).tolist() for n in (4, 9)]
+    sampling = gen.SamplingConfig(max_new_tokens=10)
+    want = gen.generate(self.params, self.cfg, prompts, sampling, eos_ids=[-5])
+    got = gen.generate(decoder.unstack_layers(self.params), self.cfg, prompts, sampling,
+                       eos_ids=[-5])
+    self.assertEqual(got, want)
+
   def test_top_k_one_and_tiny_top_p_are_greedy(self):
     prompts = [[5, 6, 7, 8]]
     greedy = gen.generate(self.params, self.cfg, prompts, gen.SamplingConfig(max_new_tokens=8),
