@@ -165,14 +165,20 @@ class UnstackedLayersTest(absltest.TestCase):
     back = decoder.stack_layers(flat)
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, back), kept)
 
-  def test_weight_kinds_unstack(self):
+  def test_float_kinds_unstack_and_integer_kinds_stay_stacked(self):
     from swiftjax import int8  # pylint: disable=g-import-not-at-top
-    q = int8.quantize_params(self.params)
-    want, _ = decoder.apply(q, self.tokens, self.cfg)
-    got, _ = decoder.apply(decoder.unstack_layers(q), self.tokens, self.cfg)
-    self.assertIsInstance(decoder.unstack_layers(q)["layers"][0]["mlp"]["down_proj"]["kernel"],
-                          int8.Int8Weight)
+    from swiftjax.lora import lora  # pylint: disable=g-import-not-at-top
+    tcfg = lora.LoraConfig(r=2, alpha=4)
+    frozen, adapters = lora.init(self.params, jax.random.key(1), tcfg)
+    adapters = jax.tree.map(lambda a: a + 0.1, adapters)  # B starts at zero: make it count
+    wrapped = lora.apply(frozen, adapters, tcfg)
+    want, _ = decoder.apply(wrapped, self.tokens, self.cfg)
+    flat = decoder.unstack_layers(wrapped)
+    self.assertIsInstance(flat["layers"][2]["self_attn"]["q_proj"]["kernel"], lora.LoraWeight)
+    got, _ = decoder.apply(flat, self.tokens, self.cfg)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+    q = int8.quantize_params(self.params)
+    self.assertIs(decoder.unstack_layers(q), q)
 
   def test_layer_count_must_match_the_config(self):
     flat = decoder.unstack_layers(self.params)

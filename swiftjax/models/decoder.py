@@ -317,11 +317,12 @@ def unstack_layers(params: Params, *, donate: bool = False) -> Params:
   decode step moves the weights three times instead of once (SmolLM2-135M on 2 CPU cores:
   the copies were 30 ms of a 62 ms batch-8 step). Given unstacked layers, `apply` traces one
   block per layer over that layer's own buffers (compile time grows with depth, so training
-  keeps the scan). Works for every registered weight kind: their leaves are stacked too.
+  keeps the scan). Float weight kinds (LoRA, DoRA, ...) are split like dense kernels;
+  params holding integer-stored kinds (int8, int4, NF4, packed bf16) are returned stacked.
 
   Args:
     params: parameters whose `layers` leaves are stacked on a leading `[L]` axis (already
-      unstacked params are returned as they are).
+      unstacked params, and those with integer-stored kinds, are returned as they are).
     donate: delete each stacked array as soon as it is split, so the peak is the weights
       plus one array rather than twice the weights; `params` is unusable afterwards.
 
@@ -332,6 +333,13 @@ def unstack_layers(params: Params, *, donate: bool = False) -> Params:
   if isinstance(layers, (tuple, list)):
     return params
   leaves, treedef = jax.tree.flatten(layers)
+  if not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
+    # Kinds stored as integers (int8, int4, NF4, packed bf16 bits) widen their weights before
+    # the matmul. Inside the scan that temporary is one layer's, reused every iteration;
+    # unrolled, XLA:CPU gives every layer its own and maps fresh pages for all of them on
+    # every call (SmolLM2 int8 decode: 26k page faults and 6 tok/s instead of 42). They stay
+    # stacked.
+    return params
   n = leaves[0].shape[0] if leaves else 0
   per_layer: list[list[Any]] = [[] for _ in range(n)]
   for leaf in leaves:
