@@ -30,7 +30,7 @@ from swiftjax import errors
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "output/demo", "Where data, run and results go.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an earlier demo in --output_dir.")
-_TRAIN_ROWS = flags.DEFINE_integer("train_rows", 48, "Training conversations.", lower_bound=1)
+_TRAIN_ROWS = flags.DEFINE_integer("train_rows", 40, "Training conversations.", lower_bound=1)
 _EVAL_ROWS = flags.DEFINE_integer("eval_rows", 8, "Held-out test conversations scored turn by "
                                   "turn (about two turns each).", lower_bound=1)
 _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", 64, "Generation budget per turn.",
@@ -88,7 +88,6 @@ def main(argv):
   from swiftjax.agent import templates  # pylint: disable=g-import-not-at-top
   from swiftjax.agent import tooldata  # pylint: disable=g-import-not-at-top
   from swiftjax.eval import toolbench  # pylint: disable=g-import-not-at-top
-  from swiftjax.models import decoder  # pylint: disable=g-import-not-at-top
 
   start = time.perf_counter()
   out = pathlib.Path(_OUTPUT_DIR.value)
@@ -108,10 +107,7 @@ def main(argv):
   kw = dict(template="react", max_new_tokens=_MAX_NEW_TOKENS.value,
             batch_size=min(_BATCH.value, len(refs)))
   t = time.perf_counter()
-  # Scoring reads per-layer weight buffers (decoder.unstack_layers: faster decoding);
-  # training below keeps the stacked layout.
-  base, base_recs = toolbench.evaluate(
-      dataclasses.replace(model, params=decoder.unstack_layers(model.params)), refs, **kw)
+  base, base_recs = toolbench.evaluate(model, refs, **kw)
   print(f"base model scored on {base['n']} held-out turns ({base['n_call']} should call a tool) "
         f"in {time.perf_counter() - t:.0f} s", flush=True)
 
@@ -125,8 +121,7 @@ def main(argv):
         f"{summary['train_seconds'] / 60:.1f} min ({summary['output']})", flush=True)
 
   tuned_model = dataclasses.replace(
-      model, params=decoder.unstack_layers(
-          infer.apply_adapters(model.params, model.cfg, summary["output"])))
+      model, params=infer.apply_adapters(model.params, model.cfg, summary["output"]))
   tuned, tuned_recs = toolbench.evaluate(tuned_model, refs, **kw)
 
   print()

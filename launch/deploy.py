@@ -51,6 +51,7 @@ _WARMUP = flags.DEFINE_bool("warmup", True, "Compile with one short request befo
 _MAX_SECONDS = flags.DEFINE_float("max_seconds", 0.0, "Stop after this long (0: run until "
                                   "stopped).", lower_bound=0.0)
 _MESH = common.define_mesh_flags()
+_UNSTACK = common.define_unstack_flag(True)
 
 
 def main(argv):
@@ -62,7 +63,8 @@ def main(argv):
   engine_config = engine.EngineConfig(num_slots=_SLOTS.value, max_seq_len=_MAX_SEQ_LEN.value,
                                       max_queue=_QUEUE.value, timeout_s=_TIMEOUT.value)
   model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-                     adapters=_ADAPTERS.value, unstack=True)
+                     adapters=_ADAPTERS.value,
+                     unstack=_UNSTACK.value)
   api_config = openai_api.ApiConfig(
       model_name=_NAME.value or openai_api.default_model_name(model.path),
       api_key=_API_KEY.value or os.environ.get("SWIFTJAX_API_KEY") or None,

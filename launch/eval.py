@@ -56,6 +56,7 @@ _PREDICTIONS = flags.DEFINE_string("predictions", None, "toolbench: score this J
 _AGENT_TEMPLATE = flags.DEFINE_enum("agent_template", "react", ["react", "toolbench", "hermes"],
                                     "toolbench: how prompts render tools and calls.")
 _MESH = common.define_mesh_flags()
+_UNSTACK = common.define_unstack_flag(False)
 
 
 def main(argv):
@@ -73,7 +74,8 @@ def main(argv):
   start = time.time()
   model = None if _PREDICTIONS.value else infer.load(
       _MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-      adapters=_ADAPTERS.value, merge=_MERGE.value, unstack=True)
+      adapters=_ADAPTERS.value, merge=_MERGE.value,
+      unstack=_UNSTACK.value)
   loaded = time.time()
   last = [0.0]
 

@@ -63,6 +63,7 @@ _IMAGES = flags.DEFINE_multi_string("images", [], "Image files for the <image> p
                                      "of --prompt, in order (comma-separated or repeated; "
                                      "multimodal models only).")
 _MESH = common.define_mesh_flags()
+_UNSTACK = common.define_unstack_flag(False)
 
 
 def main(argv):
@@ -89,7 +90,8 @@ def main(argv):
         f"--images needs a multimodal model directory ({', '.join(sorted(mllm.FAMILIES))}); "
         f"{_MODEL.value or 'the embedded SmolLM2-135M-Instruct'} is a text-only model")
   model = infer.load(_MODEL.value, dtype=_DTYPE.value, mesh=common.mesh_from_flags(_MESH),
-                     adapters=_ADAPTERS.value, merge=_MERGE.value, unstack=True)
+                     adapters=_ADAPTERS.value, merge=_MERGE.value,
+                     unstack=_UNSTACK.value)
 
   def stream(piece):
     sys.stdout.write(piece)
