@@ -21,7 +21,7 @@ from swiftjax.train_config import TrainConfig
 # What runs write into their workdir (`fit`, the jobs' `save`, `merge_output`). `overwrite`
 # removes these names and nothing else.
 RUN_OUTPUTS = ("checkpoints", "tensorboard", "adapter", "full", "merged",
-               "value_head.safetensors", "summary.json", "loss_curve.png")
+               "value_head.safetensors", "summary.json", "loss_curve.png", "metrics.jsonl")
 
 
 def checkpoint_steps(directory: pathlib.Path) -> list[int]:

@@ -1,5 +1,6 @@
 """What a training run measures besides the training loss: the eval loss over validation
-rows, memory, and a TensorBoard writer that does nothing (processes other than 0).
+rows, memory, the run's metric history (`metrics.jsonl`, which outlives a resume), and a
+TensorBoard writer that does nothing (processes other than 0).
 
     evaluate = train_metrics.make_evaluate(job, batch_size, place_batch, mesh)
     loss = evaluate(trainable, const)   # mean loss over `eval_batches`, no gradient
@@ -8,6 +9,8 @@ Validation batches have the training batch's shape (the last one filled up from 
 so the eval step compiles once and splits over a mesh as the training step does.
 """
 
+import json
+import pathlib
 import resource
 import sys
 import time
@@ -21,6 +24,48 @@ from swiftjax import sharding
 
 if TYPE_CHECKING:  # a type only: trainer imports this module
   from swiftjax import trainer
+
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class History:
+  """The run's log entries, one JSON object per line in `workdir/metrics.jsonl`.
+
+  A training step appends `{"step", "loss", ...}` (with `eval_loss` when it was evaluated);
+  a final evaluation after the last step appends `{"step", "eval_loss"}`. On resume from
+  step k the entries after k (steps about to be redone) are dropped, so the file and the loss
+  curve cover the whole run, not only the part since the resume.
+  """
+
+  def __init__(self, workdir: pathlib.Path, *, resume_from: int | None, write: bool):
+    self.path = pathlib.Path(workdir) / METRICS_FILE
+    self.write = write
+    self.earlier: list[dict] = []
+    if resume_from is not None and self.path.is_file():
+      for n, line in enumerate(self.path.read_text().splitlines(), 1):
+        try:
+          entry = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill mid-write
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and (
+            entry["step"] <= resume_from):
+          self.earlier.append(entry)
+    if write:
+      self.path.write_text("".join(json.dumps(e) + "\n" for e in self.earlier))
+
+  def append(self, entry: dict) -> None:
+    if self.write:
+      with self.path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+  def points(self, log: list[dict], eval_history: list[dict]
+             ) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """(train loss, eval loss) points of the whole run: earlier entries, then this run's."""
+    train = [(e["step"], e["loss"]) for e in self.earlier if "loss" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in self.earlier if "eval_loss" in e]
+    return (train + [(e["step"], e["loss"]) for e in log],
+            evals + [(e["step"], e["eval_loss"]) for e in eval_history])
 
 
 def eval_batches(rows: int, batch_size: int) -> np.ndarray:

@@ -263,7 +263,8 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
   the eval loss (`train_metrics.make_evaluate`) is computed every `cfg.eval_steps` steps
   (default: `cfg.save_steps`) and after the last step: TensorBoard `eval/loss`, `eval_loss` in
   that step's log entry, and the summary's `eval_loss` (last) and `eval_history`.
-  `workdir/loss_curve.png` plots them.
+  `workdir/loss_curve.png` plots them, and `workdir/metrics.jsonl` keeps every entry, so
+  after a resume the curve still starts at step 1.
 
   On a mesh (`sharding.make_mesh`) the trees are placed by their logical axes (`job.*_axes`),
   the optimizer state like the trainable tree, and each step's global batch `[batch_size, ...]`
@@ -327,6 +328,8 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
     restored = manager.restore(start, args=ocp.args.StandardRestore(
         {"trainable": trainable, "opt_state": opt_state}))
     trainable, opt_state = restored["trainable"], restored["opt_state"]
+  history = train_metrics.History(workdir, resume_from=start if resume else None,
+                                  write=is_main)
 
   from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
@@ -370,6 +373,7 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
         entry["eval_loss"], seconds = train_metrics.log_eval(evaluate, trainable, const, step,
                                                              eval_history, writer)
         t0 += seconds  # throughput and train_seconds leave evaluation out
+      history.append(entry)
       progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
       progress.update(1)
       if cfg.save_steps and step % cfg.save_steps == 0:
@@ -387,6 +391,7 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
     t0 += seconds
     if log and log[-1]["step"] == step:
       log[-1]["eval_loss"] = eval_loss
+    history.append({"step": step, "eval_loss": eval_loss})
   if manager.latest_step() != step:
     manager.save(step, args=ocp.args.StandardSave({"trainable": trainable,
                                                    "opt_state": opt_state}), force=True)
@@ -408,11 +413,11 @@ def fit(cfg: TrainConfig, workdir: str | pathlib.Path, job: Job, *, resume: bool
   summary.update(train_metrics.memory_gb(),
                  eval_loss=eval_history[-1]["eval_loss"] if eval_history else None,
                  eval_history=eval_history)
-  if is_main and log:
+  train_points, eval_points = history.points(log, eval_history)
+  if is_main and train_points:
     from swiftjax import plot  # pylint: disable=g-import-not-at-top
-    summary["loss_curve"] = str(plot.loss_curve(
-        workdir / "loss_curve.png", [(e["step"], e["loss"]) for e in log],
-        [(e["step"], e["eval_loss"]) for e in eval_history]))
+    summary["loss_curve"] = str(plot.loss_curve(workdir / "loss_curve.png", train_points,
+                                                eval_points))
   if is_main:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
   return summary

@@ -80,6 +80,12 @@ class TrainerTest(absltest.TestCase):
     want = [e["loss"] for e in whole["log"][3:]]
     got = [e["loss"] for e in resumed["log"]]
     np.testing.assert_array_equal(got, want)  # bitwise on CPU
+    # The run's history covers steps 1-8 once each (step 4 was redone after the resume).
+    lines = [json.loads(x) for x in (tmp / "parts" / "metrics.jsonl").read_text().splitlines()]
+    self.assertEqual([e["step"] for e in lines if "loss" in e], list(range(1, 9)))
+    np.testing.assert_array_equal([e["loss"] for e in lines if "loss" in e],
+                                  [e["loss"] for e in whole["log"]])
+    self.assertTrue((tmp / "parts" / "loss_curve.png").is_file())
 
   def test_bad_inputs(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
