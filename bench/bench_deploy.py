@@ -2,6 +2,7 @@ r"""Load test of `launch.deploy` (OpenAI API, continuous batching) vs serial tra
 
   python -m bench.bench_deploy [--clients=16] [--duration_s=60] [--max_tokens=64]
       [--baseline_s=60] [--rounds=3] [--model=x.gguf] [--out_json=deploy.json]
+  python -m bench.bench_deploy --duration_s=300 --rounds=1 --baseline_s=30   # 5-minute soak
 
 1. Starts `python -m launch.deploy --port=0` as a user would (a subprocess) and waits for its
    "serving ... on http://..." line.
@@ -13,7 +14,8 @@ r"""Load test of `launch.deploy` (OpenAI API, continuous batching) vs serial tra
    built-in list without it), taken in turn. Throughput is completion tokens (the server's
    `usage`) over the wall time from the first send to the last answer; latency is per request.
    Every answer must be a 200 with a distinct response id and one per request sent (nothing
-   lost or duplicated); the server's resident memory is read before and after.
+   lost or duplicated); the server's resident memory is read before and after, and every
+   --rss_every_s while serving.
 4. Baseline: the same prompts in the same order, answered one by one by transformers'
    `generate` (PyTorch CPU, greedy, the same GGUF dequantized to float32, the same chat template
    and `max_new_tokens`) for `--baseline_s`. Load and baseline alternate in `--rounds` rounds
@@ -43,6 +45,8 @@ import numpy as np
 _MODEL = flags.DEFINE_string("model", None, "GGUF file (default: the embedded SmolLM2).")
 _CLIENTS = flags.DEFINE_integer("clients", 16, "Concurrent clients.")
 _DURATION = flags.DEFINE_float("duration_s", 60.0, "Length of the load phase (seconds).")
+_RSS_EVERY = flags.DEFINE_float("rss_every_s", 10.0, "Sample the server's resident memory this "
+                                "often during the load phases (a soak: --duration_s=300).")
 _BASELINE = flags.DEFINE_float("baseline_s", 60.0, "Time given to the serial baseline.")
 _MAX_TOKENS = flags.DEFINE_integer("max_tokens", 64, "max_tokens of every request.")
 _SLOTS = flags.DEFINE_integer("num_slots", 0, "Server decode slots (0: --clients).")
@@ -224,11 +228,26 @@ def main(argv):
     warm, _ = run_load(port, model, texts, 0.0, start=len(texts) // 2, min_requests=1)
     rss_before = rss_mb(proc.pid)
     health_before = _health(port)
+    samples, sampling = [], threading.Event()
+
+    def sample_rss():
+      t_start = time.monotonic()
+      while True:
+        if sampling.is_set():
+          samples.append((round(time.monotonic() - t_start, 1), rss_mb(proc.pid)))
+        if stop_sampling.wait(_RSS_EVERY.value):
+          return
+
+    stop_sampling = threading.Event()
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
     for r in range(rounds):
       # Rounds alternate the two sides, so load from other jobs on a shared machine falls on
       # both alike.
+      sampling.set()
       got, seconds = run_load(port, model, texts, _DURATION.value / rounds,
                               start=len(results))
+      sampling.clear()
       results += got
       wall += seconds
       order = [g[0] for g in sorted(got, key=lambda g: g[0])]
@@ -236,6 +255,8 @@ def main(argv):
       print(f"round {r + 1}/{rounds}: {len(got)} served, {len(base)} baseline so far",
             flush=True)
     rss_after = rss_mb(proc.pid)
+    stop_sampling.set()
+    sampler.join()
     health = _health(port)
   finally:
     proc.send_signal(signal.SIGTERM)
@@ -254,6 +275,11 @@ def main(argv):
              "p50_latency_s": float(np.percentile(lat, 50)),
              "p99_latency_s": float(np.percentile(lat, 99)),
              "rss_mb_before": rss_before, "rss_mb_after": rss_after,
+             # (seconds since the first round began, MB) while serving; flat memory shows as
+             # a small growth from the middle sample to the last.
+             "rss_mb_samples": samples,
+             "rss_mb_second_half_growth": (samples[-1][1] - samples[len(samples) // 2][1]
+                                           if samples else None),
              # Engine counters over the measured rounds (warm-up compiles excluded).
              "engine": {k: round(health[k] - health_before[k], 3)
                         for k in ("steps", "step_rows", "prefills", "prefill_tokens",
@@ -275,7 +301,9 @@ def main(argv):
         f"({len(ok)} requests, {len(errors)} errors, p50 {serving['p50_latency_s']:.2f} s, "
         f"p99 {serving['p99_latency_s']:.2f} s) vs transformers serial "
         f"{serial['tokens_per_s']:.1f} tok/s (p50 {serial['p50_latency_s']:.2f} s): "
-        f"{ratio:.2f}x (target 10x: {'met' if ratio >= 10 else 'missed'})")
+        f"{ratio:.2f}x (target 10x: {'met' if ratio >= 10 else 'missed'}); server memory "
+        f"{rss_before:.0f} -> {rss_after:.0f} MB, {serving['rss_mb_second_half_growth'] or 0:+.0f} "
+        f"MB over the second half of {len(samples)} samples")
   if _OUT.value:
     pathlib.Path(_OUT.value).write_text(json.dumps(result, indent=1))
 
