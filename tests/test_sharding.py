@@ -61,9 +61,6 @@ class ShardingTest(parameterized.TestCase):
     np.testing.assert_allclose(np.asarray(got_step), np.asarray(want_step), atol=1e-5)
 
 
-if __name__ == "__main__":
-  absltest.main()
-
 
 class ShardedLoadTest(parameterized.TestCase):
 
@@ -104,3 +101,12 @@ class ShardedGenerateTest(absltest.TestCase):
     sharded = sharding.shard(params, decoder.param_axes(_CFG), mesh)
     got = gen.generate(sharded, _CFG, prompts, s, eos_ids=[-5], mesh=mesh)
     self.assertEqual(got, want)
+    # Unstacked layers keep each kernel's sharding, minus the layer axis.
+    flat = decoder.unstack_layers(sharded)
+    self.assertEqual(flat["layers"][1]["mlp"]["up_proj"]["kernel"].sharding.spec,
+                     P("fsdp", "tensor"))
+    self.assertEqual(gen.generate(flat, _CFG, prompts, s, eos_ids=[-5], mesh=mesh), want)
+
+
+if __name__ == "__main__":
+  absltest.main()
