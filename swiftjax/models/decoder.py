@@ -333,7 +333,8 @@ def unstack_layers(params: Params, *, donate: bool = False) -> Params:
   if isinstance(layers, (tuple, list)):
     return params
   leaves, treedef = jax.tree.flatten(layers)
-  if not all(jnp.issubdtype(leaf.dtype, jnp.floating) for leaf in leaves):
+  if not all(hasattr(leaf, "shape") and jnp.issubdtype(leaf.dtype, jnp.floating)
+             for leaf in leaves):
     # Kinds stored as integers (int8, int4, NF4, packed bf16 bits) widen their weights before
     # the matmul. Inside the scan that temporary is one layer's, reused every iteration;
     # unrolled, XLA:CPU gives every layer its own and maps fresh pages for all of them on
