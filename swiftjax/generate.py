@@ -161,10 +161,11 @@ def generate(params: Any, cfg: ModelConfig, prompts: Sequence[Sequence[int]],
   if apply_fn is not None and compute_dtype is None:
     raise ValueError("generate(apply_fn=...) needs compute_dtype")
   dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
-  cache = decoder.init_cache(cfg, B, S, dtype)
+  cache = decoder.init_cache(cfg, B, S, dtype,
+                             per_layer=apply_fn is None and decoder.cache_uses_layers(params))
   tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
   if mesh is not None:
-    cache = sharding.shard(cache, decoder.cache_axes(), mesh)
+    cache = sharding.shard(cache, decoder.cache_axes(cache), mesh)
     batch_axes = ("activation_batch", "activation_length")
     tokens = sharding.shard(tokens, batch_axes, mesh)
     mask = sharding.shard(mask, batch_axes, mesh)

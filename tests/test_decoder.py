@@ -157,6 +157,46 @@ class UnstackedLayersTest(absltest.TestCase):
       np.testing.assert_allclose(np.asarray(got_cache[name]), np.asarray(want_cache[name]),
                                  atol=1e-6, rtol=0)
 
+  def test_cache_layout(self):
+    cache = decoder.init_cache(self.cfg, 2, 16)
+    self.assertEqual(cache["k"].shape, (3, 2, 2, 16, 8))  # [L, B, K, S, hd]
+    self.assertEqual(cache["v"].shape, (3, 2, 2, 8, 16))  # [L, B, K, hd, S]
+    per_layer = decoder.init_cache(self.cfg, 2, 16, per_layer=True)
+    self.assertLen(per_layer["k"], 3)
+    self.assertEqual(per_layer["v"][2].shape, (2, 2, 8, 16))
+    axes = decoder.cache_axes(per_layer)
+    self.assertEqual(axes["v"][0], ("cache_batch", "cache_kv_heads", "head_dim", "cache_length"))
+    self.assertLen(axes["k"], 3)
+
+  def test_per_layer_cache_decodes_like_the_stacked_cache(self):
+    flat = decoder.unstack_layers(self.params)
+    self.assertTrue(decoder.cache_uses_layers(flat))
+    self.assertFalse(decoder.cache_uses_layers(self.params))
+    mask = jnp.ones((2, 10), bool).at[0, :3].set(False)  # left padding on row 0
+    want_cache = decoder.init_cache(self.cfg, 2, 16)
+    got_cache = decoder.init_cache(self.cfg, 2, 16, per_layer=True)
+    tokens = self.tokens
+    for step in range(3):  # prefill, then two one-token steps past the window of 4
+      m = mask if step == 0 else jnp.ones((2, 1), bool)
+      want, want_cache = decoder.apply(self.params, tokens, self.cfg, mask=m, cache=want_cache)
+      got, got_cache = decoder.apply(flat, tokens, self.cfg, mask=m, cache=got_cache)
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+      tokens = jnp.argmax(want[:, -1:], axis=-1)
+    for name in ("k", "v"):
+      self.assertIsInstance(got_cache[name], tuple)
+      np.testing.assert_allclose(np.stack(got_cache[name]), np.asarray(want_cache[name]),
+                                 atol=1e-6, rtol=0)
+    self.assertEqual(int(got_cache["end"]), 12)
+
+  def test_per_layer_cache_needs_unstacked_layers(self):
+    with self.assertRaisesRegex(ValueError, "per-layer cache .* needs unstacked layers"):
+      decoder.apply(self.params, self.tokens, self.cfg,
+                    cache=decoder.init_cache(self.cfg, 2, 16, per_layer=True))
+    short = decoder.init_cache(self.cfg, 2, 16, per_layer=True)
+    short = {**short, "k": short["k"][:2], "v": short["v"][:2]}
+    with self.assertRaisesRegex(ValueError, "per-layer cache of 2 layers for a config of 3"):
+      decoder.apply(decoder.unstack_layers(self.params), self.tokens, self.cfg, cache=short)
+
   def test_roundtrip_and_donation(self):
     kept = jax.tree.map(np.asarray, self.params)
     flat = decoder.unstack_layers(self.params, donate=True)

@@ -20,6 +20,7 @@ import pytest
 from swiftjax import generate as gen
 from swiftjax import infer
 from swiftjax import tokenizer as tok_lib
+from swiftjax.models import decoder
 from swiftjax.serve import engine as engine_lib
 from swiftjax.serve import openai_api
 from tests import testutil
@@ -54,7 +55,15 @@ def _greedy(max_tokens):
 class EngineTest(absltest.TestCase):
 
   def test_continuous_batching_matches_one_request_at_a_time(self):
+    self._check_continuous_batching(tiny_model())
+
+  def test_continuous_batching_with_unstacked_layers_and_a_per_layer_cache(self):
     model = tiny_model()
+    flat = dataclasses.replace(model, params=decoder.unstack_layers(model.params))
+    self.assertTrue(decoder.cache_uses_layers(flat.params))
+    self._check_continuous_batching(flat)
+
+  def _check_continuous_batching(self, model):
     rng = np.random.default_rng(0)
     # Prompt lengths across buckets (16, 32, 64, 96) and outputs long enough to fill the cache,
     # so rows join mid-way, leave at different steps and the cache gets shifted.

@@ -248,23 +248,57 @@ def rms_norm(x: jax.Array, scale: jax.Array, cfg: ModelConfig) -> jax.Array:
   return scale.astype(x.dtype) * normed.astype(x.dtype)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> Cache:
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.float32, *,
+               per_layer: bool = False) -> Cache:
   """An empty KV cache.
 
+  Args:
+    cfg: the model config.
+    batch: rows B.
+    max_len: slots S per row.
+    dtype: dtype of the keys and values.
+    per_layer: one buffer per layer (tuples of L arrays without the leading `L`) instead of
+      one stacked array each for keys and values; for unstacked layers (`unstack_layers`), where each layer
+      then reads and updates its own buffer (slicing a layer out of the stacked cache is a
+      copy on XLA:CPU). `cache_uses_layers(params)` says which one `params` want.
+
   Returns:
-    dict with `k`, `v` `[L, B, S, K, hd]`, `valid [B, S]` (slot holds a real token),
-    `end` (int32 scalar, slots written so far) and `next_pos [B]` (position of the next token).
+    dict with `k [L, B, K, S, hd]` and `v [L, B, K, hd, S]` (or per-layer tuples),
+    `valid [B, S]` (slot holds a real token), `end` (int32 scalar, slots written so far) and
+    `next_pos [B]` (position of the next token). Keys and values are laid out as the two
+    attention matmuls (q.k^T and p.v^T, each contracting both operands' last axis) read
+    them on XLA:CPU, so no step copies the cache: with `[B, S, K, hd]` for both, every layer's
+    whole cache was transposed on every decode step, and a `[B, K, S, hd]` value cache makes
+    the p.v product fall back to a matmul 4x slower (SmolLM2, 16 rows x 1024 slots).
   """
-  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-          "valid": jnp.zeros((batch, max_len), bool), "end": jnp.zeros((), jnp.int32),
-          "next_pos": jnp.zeros((batch,), jnp.int32)}
+  k_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+  v_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
+  if per_layer:
+    k = tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers))
+    v = tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers))
+  else:
+    k = jnp.zeros((cfg.num_layers,) + k_shape, dtype)
+    v = jnp.zeros((cfg.num_layers,) + v_shape, dtype)
+  return {"k": k, "v": v, "valid": jnp.zeros((batch, max_len), bool),
+          "end": jnp.zeros((), jnp.int32), "next_pos": jnp.zeros((batch,), jnp.int32)}
 
 
-def cache_axes() -> dict[str, tuple[str | None, ...]]:
-  """Logical axes of the KV cache entries (for `swiftjax.sharding`)."""
-  kv = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "head_dim")
-  return {"k": kv, "v": kv, "valid": ("cache_batch", "cache_length"), "end": (),
+def cache_uses_layers(params: Params) -> bool:
+  """Whether `params` (a decoder's) have unstacked layers, so their cache is best per layer
+  (`init_cache(..., per_layer=True)`)."""
+  return isinstance(params.get("layers") if isinstance(params, dict) else None, (tuple, list))
+
+
+def cache_axes(cache: Cache | None = None) -> dict[str, Any]:
+  """Logical axes of the KV cache entries (for `swiftjax.sharding`); pass a per-layer
+  `cache` to get per-layer axes for its `k`/`v` tuples."""
+  k = ("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
+  v = ("cache_batch", "cache_kv_heads", "head_dim", "cache_length")
+  if cache is not None and isinstance(cache["k"], (tuple, list)):
+    k_axes, v_axes = tuple(k for _ in cache["k"]), tuple(v for _ in cache["v"])
+  else:
+    k_axes, v_axes = ("layers",) + k, ("layers",) + v
+  return {"k": k_axes, "v": v_axes, "valid": ("cache_batch", "cache_length"), "end": (),
           "next_pos": ("cache_batch",)}
 
 
@@ -273,18 +307,18 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
 
 
 def _attention(q, k, v, allowed, cfg: ModelConfig):
-  """q `[B, T, H, hd]`, k/v `[B, S, K, hd]`, allowed `[B, T, S]` (or `[B, K, G, T, S]` per
+  """q `[B, T, H, hd]`, k `[B, K, S, hd]`, v `[B, K, hd, S]`, allowed `[B, T, S]` (or `[B, K, G, T, S]` per
   head) -> `[B, T, H*hd]`."""
   B, T, H, hd = q.shape
   K = cfg.num_kv_heads
   q = q.reshape(B, T, K, H // K, hd)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32)
+  scores = jnp.einsum("btkgd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
   scores = _softcap(scores * (cfg.query_pre_attn_scalar or hd) ** -0.5, cfg.attn_logit_softcap)
   if allowed.ndim == 3:
     allowed = allowed[:, None, None]
   scores = jnp.where(allowed, scores, jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+  out = jnp.einsum("bkgts,bkds->btkgd", probs, v, preferred_element_type=jnp.float32)
   return out.reshape(B, T, H * hd).astype(q.dtype)
 
 
@@ -464,13 +498,19 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       q = norm(a, "q_norm", q)
       k = norm(a, "k_norm", k)
     q = apply_rope(q, positions, inv_freq, cfg.mrope_section)
-    k = apply_rope(k, positions, inv_freq, cfg.mrope_section)
-    if k_cache is not None:
+    k = apply_rope(k, positions, inv_freq, cfg.mrope_section).transpose(0, 2, 1, 3)
+    v = v.transpose(0, 2, 3, 1)  # k [B, K, T, hd], v [B, K, hd, T] (as `init_cache`)
+    if k_cache is not None and k_cache.ndim == 4:
+      # This layer's own buffer (per-layer cache), updated in place and read as it is.
+      k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, end, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, 0, end))
+      k_all, v_all = k_cache.astype(dtype), v_cache.astype(dtype)
+    elif k_cache is not None:
       # The whole cache rides in the scan carry and is updated in place (no per-step copy).
       k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
-                                             (i, 0, end, 0, 0))
+                                             (i, 0, 0, end, 0))
       v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
-                                             (i, 0, end, 0, 0))
+                                             (i, 0, 0, 0, end))
       k_all = jax.lax.dynamic_index_in_dim(k_cache, i, keepdims=False).astype(dtype)
       v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
     else:
@@ -494,8 +534,9 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       x = residual_hook(hp, x, i)
     return (x, k_cache, v_cache), None
 
-  carry = (x, cache["k"] if cache is not None else None,
-           cache["v"] if cache is not None else None)
+  k_cache = cache["k"] if cache is not None else None
+  v_cache = cache["v"] if cache is not None else None
+  per_layer_cache = isinstance(k_cache, (tuple, list))
   body = _remat(block, cfg.remat if cache is None else "none")
   if isinstance(params["layers"], (tuple, list)):
     # Unstacked layers (`unstack_layers`): one traced block per layer, each reading its own
@@ -503,14 +544,31 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     if len(params["layers"]) != cfg.num_layers:
       raise ValueError(f"{len(params['layers'])} unstacked layers for a config of "
                        f"{cfg.num_layers}")
+    if per_layer_cache and len(k_cache) != cfg.num_layers:
+      raise ValueError(f"a per-layer cache of {len(k_cache)} layers for a config of "
+                       f"{cfg.num_layers}")
+    new_k, new_v = [], []
     for i, layer in enumerate(params["layers"]):
       hp = None if hook_params is None else jax.tree.map(lambda a, i=i: a[i], hook_params)
-      carry, _ = body(carry, (layer, cfg.windows[i], i, hp))
-    x, new_k, new_v = carry
+      carry = ((x, k_cache[i], v_cache[i]) if per_layer_cache else (x, k_cache, v_cache))
+      (x, k_i, v_i), _ = body(carry, (layer, cfg.windows[i], i, hp))
+      if per_layer_cache:
+        new_k.append(k_i)
+        new_v.append(v_i)
+      else:
+        k_cache, v_cache = k_i, v_i
+    if per_layer_cache:
+      new_k, new_v = tuple(new_k), tuple(new_v)
+    else:
+      new_k, new_v = k_cache, v_cache
   else:
+    if per_layer_cache:
+      raise ValueError("a per-layer cache (init_cache(per_layer=True)) needs unstacked layers "
+                       "(decoder.unstack_layers); use the stacked cache with stacked layers")
     layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
                 jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
-    (x, new_k, new_v), _ = jax.lax.scan(body, carry, layer_xs, unroll=cfg.scan_unroll)
+    (x, new_k, new_v), _ = jax.lax.scan(body, (x, k_cache, v_cache), layer_xs,
+                                        unroll=cfg.scan_unroll)
 
   if last_only:
     x = x[:, -1:]

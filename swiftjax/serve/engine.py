@@ -228,25 +228,36 @@ def sample_rows(logits, seen, temperature, top_p, top_k, penalty, seeds, counter
 
 @functools.partial(jax.jit, static_argnames=("cfg", "compute_dtype"))
 def _prefill(params, tokens, mask, cfg, compute_dtype):
-  """`tokens`/`mask` `[1, Tb]` -> (last logits `[1, V]`, a `[.., 1, Tb, ..]` cache, seen)."""
+  """`tokens`/`mask` `[1, Tb]` -> (last logits `[1, V]`, a one-row cache of Tb slots, seen)."""
   dtype = compute_dtype or params["embed_tokens"]["embedding"].dtype
-  cache = decoder.init_cache(cfg, 1, tokens.shape[1], dtype)
+  cache = decoder.init_cache(cfg, 1, tokens.shape[1], dtype,
+                             per_layer=decoder.cache_uses_layers(params))
   logits, cache = decoder.apply(params, tokens, cfg, mask=mask, cache=cache,
                                 compute_dtype=compute_dtype, last_only=True)
   seen = jnp.zeros((1, cfg.vocab_size), bool).at[0, tokens[0]].max(mask[0])
   return logits[:, -1], cache, seen
 
 
+# Slot (column) axis of the cache's keys `[(L,) B, K, S, hd]` and values `[(L,) B, K, hd, S]`,
+# counted from the end (the leading layer axis is absent from a per-layer cache).
+_COLUMN_AXIS = {"k": -2, "v": -1}
+
+
 @functools.partial(jax.jit, donate_argnames=("cache", "seen"))
 def _insert(cache, seen, new, new_seen, slot):
-  """Copies a prefilled `[.., 1, Tb, ..]` cache into row `slot`, columns `[end - Tb, end)`."""
-  tb = new["k"].shape[2]
+  """Copies a prefilled cache of Tb columns (`decoder.init_cache`'s layout, one row) into row
+  `slot`, columns `[end - Tb, end)`."""
+  tb = new["valid"].shape[1]
   start = cache["end"] - tb
   zero = jnp.zeros((), jnp.int32)
+
   out = dict(cache)
   for name in ("k", "v"):
-    out[name] = jax.lax.dynamic_update_slice(
-        cache[name], new[name].astype(cache[name].dtype), (zero, slot, start, zero, zero))
+    def put(buf, part, col=_COLUMN_AXIS[name]):  # rows: axis ndim - 4
+      index = [zero] * buf.ndim
+      index[buf.ndim - 4], index[buf.ndim + col] = slot, start
+      return jax.lax.dynamic_update_slice(buf, part.astype(buf.dtype), index)
+    out[name] = jax.tree.map(put, cache[name], new[name])
   valid = jax.lax.dynamic_update_slice(cache["valid"], jnp.zeros((1, cache["valid"].shape[1]),
                                                                  bool), (slot, zero))
   out["valid"] = jax.lax.dynamic_update_slice(valid, new["valid"], (slot, start))
@@ -268,7 +279,10 @@ def _relayout(cache, delta, new_len):
   cols = jnp.arange(new_len) - delta
   out = dict(cache, end=cache["end"] + delta)
   for name in ("k", "v"):
-    out[name] = jnp.take(cache[name], cols, axis=2, mode="fill", fill_value=0)
+    out[name] = jax.tree.map(
+        lambda buf, col=_COLUMN_AXIS[name]: jnp.take(buf, cols, axis=buf.ndim + col,
+                                                     mode="fill", fill_value=0),
+        cache[name])
   out["valid"] = jnp.take(cache["valid"], cols, axis=1, mode="fill", fill_value=False)
   return out
 
@@ -433,14 +447,15 @@ class Engine:
     """A fresh empty cache (only when no slot is live)."""
     self.cache = None  # free the old buffers first
     dtype = self.model.compute_dtype or self.model.params["embed_tokens"]["embedding"].dtype
-    cache = decoder.init_cache(self.cfg, self.config.num_slots, length, dtype)
+    cache = decoder.init_cache(self.cfg, self.config.num_slots, length, dtype,
+                               per_layer=decoder.cache_uses_layers(self.model.params))
     self.cache = self._place(cache)
     self.seen = jnp.zeros((self.config.num_slots, self.cfg.vocab_size), bool)
     self._len, self._end = length, 0
 
   def _place(self, cache):
     mesh = getattr(self.model, "mesh", None)
-    return cache if mesh is None else sharding.shard(cache, decoder.cache_axes(), mesh)
+    return cache if mesh is None else sharding.shard(cache, decoder.cache_axes(cache), mesh)
 
   def _bucket_len(self, columns: int) -> int:
     """Cache length for `columns` live columns: a power of two with a quarter (at least 16)
