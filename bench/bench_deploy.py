@@ -234,7 +234,10 @@ def main(argv):
       t_start = time.monotonic()
       while True:
         if sampling.is_set():
-          samples.append((round(time.monotonic() - t_start, 1), rss_mb(proc.pid)))
+          # The KV cache grows and shrinks with the longest live row (cache_len columns),
+          # so resident memory is read next to it.
+          samples.append((round(time.monotonic() - t_start, 1), rss_mb(proc.pid),
+                          _health(port)["cache_len"]))
         if stop_sampling.wait(_RSS_EVERY.value):
           return
 
@@ -275,8 +278,8 @@ def main(argv):
              "p50_latency_s": float(np.percentile(lat, 50)),
              "p99_latency_s": float(np.percentile(lat, 99)),
              "rss_mb_before": rss_before, "rss_mb_after": rss_after,
-             # (seconds since the first round began, MB) while serving; flat memory shows as
-             # a small growth from the middle sample to the last.
+             # (seconds since the first round began, MB, KV-cache columns) while serving;
+             # flat memory shows as a small growth from the middle sample to the last.
              "rss_mb_samples": samples,
              "rss_mb_second_half_growth": (samples[-1][1] - samples[len(samples) // 2][1]
                                            if samples else None),
