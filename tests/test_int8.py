@@ -22,6 +22,17 @@ class Int8Test(absltest.TestCase):
     self.assertLessEqual(float((err / q.scale[:, None, :]).max()), 0.5 + 1e-5)  # half a step
     np.testing.assert_array_equal(linear.densify(q), int8.dequantize(q))
 
+  def test_few_rows_are_padded_and_sliced_back(self):
+    # 1-3 rows go through the padded matmul (see int8._matmul), 4+ rows straight through.
+    w = jax.random.normal(jax.random.key(1), (64, 40))
+    q = int8.quantize(w)
+    dense = np.asarray(int8.dequantize(q))
+    for shape in [(64,), (1, 64), (2, 1, 64), (3, 64), (2, 3, 64), (5, 64)]:
+      x = jax.random.normal(jax.random.key(2), shape)
+      got = jax.jit(linear.linear)(x, q)
+      self.assertEqual(got.shape, shape[:-1] + (40,))
+      np.testing.assert_allclose(np.asarray(got), np.asarray(x) @ dense, rtol=1e-5, atol=1e-4)
+
   def test_model_close_to_float(self):
     cfg = models.ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=2,
                              num_heads=4, num_kv_heads=2, head_dim=8)
