@@ -43,7 +43,7 @@ class History:
     self.write = write
     self.earlier: list[dict] = []
     if resume_from is not None and self.path.is_file():
-      for n, line in enumerate(self.path.read_text().splitlines(), 1):
+      for line in self.path.read_text().splitlines():
         try:
           entry = json.loads(line)
         except json.JSONDecodeError:
