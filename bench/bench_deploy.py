@@ -235,9 +235,11 @@ def main(argv):
       while True:
         if sampling.is_set():
           # The KV cache grows and shrinks with the longest live row (cache_len columns),
-          # so resident memory is read next to it.
+          # and every new prompt bucket or cache length compiles code, so resident memory is
+          # read next to both.
+          health = _health(port)
           samples.append((round(time.monotonic() - t_start, 1), rss_mb(proc.pid),
-                          _health(port)["cache_len"]))
+                          health["cache_len"], health["compiled_shapes"]))
         if stop_sampling.wait(_RSS_EVERY.value):
           return
 
@@ -278,7 +280,8 @@ def main(argv):
              "p50_latency_s": float(np.percentile(lat, 50)),
              "p99_latency_s": float(np.percentile(lat, 99)),
              "rss_mb_before": rss_before, "rss_mb_after": rss_after,
-             # (seconds since the first round began, MB, KV-cache columns) while serving;
+             # (seconds since the first round began, MB, KV-cache columns, compiled shapes)
+             # while serving;
              # flat memory shows as a small growth from the middle sample to the last.
              "rss_mb_samples": samples,
              "rss_mb_second_half_growth": (samples[-1][1] - samples[len(samples) // 2][1]

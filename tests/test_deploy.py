@@ -79,6 +79,9 @@ class EngineTest(absltest.TestCase):
     finally:
       eng.stop()
     self.assertGreater(stats["relayouts"], 0)
+    # Every prompt bucket compiled a prefill, and decode / insert / relayout shapes come on top.
+    buckets = {engine_lib.prompt_bucket(len(ids)) for ids, _ in jobs}
+    self.assertGreater(stats["compiled_shapes"], len(buckets))
     self.assertLess(stats["steps"], sum(k for _, k in jobs))  # rows did share steps
     for (ids, k), r in zip(jobs, requests):
       want = gen.generate(model.params, model.cfg, [ids], gen.SamplingConfig(max_new_tokens=k),

@@ -330,7 +330,10 @@ class Engine:
     # Every key exists from the start, so `stats()` can copy the dict while the loop runs.
     self.counters = dict.fromkeys(
         ("steps", "step_rows", "tokens", "prefills", "prefill_tokens", "relayouts", "rejected",
-         "prefill_seconds", "decode_seconds"), 0)
+         "prefill_seconds", "decode_seconds", "compiled_shapes"), 0)
+    # Distinct (function, shape) calls of the jitted prefill / insert / decode / relayout:
+    # each is one compile, so their count shows whether memory growth is compiled code.
+    self._shapes: set[tuple[Any, ...]] = set()
     self._alloc(config.min_cache_len)
 
   # ----------------------------------------------------------------------------------------
@@ -464,7 +467,12 @@ class Engine:
     return min(self._max_cache_len, max(self.config.min_cache_len,
                                         gen.bucket(columns + max(16, columns // 4))))
 
+  def _saw(self, *key) -> None:
+    self._shapes.add(key)
+    self.counters["compiled_shapes"] = len(self._shapes)
+
   def _shift(self, delta: int, new_len: int) -> None:
+    self._saw("relayout", self._len, new_len)
     self.cache = self._place(_relayout(self.cache, jnp.int32(delta), new_len))
     self._len, self._end = new_len, self._end + delta
     for slot in self._slots:
@@ -514,12 +522,14 @@ class Engine:
     mask = np.zeros((1, tb), bool)
     tokens[0, tb - n:] = request.prompt_ids
     mask[0, tb - n:] = True
+    self._saw("prefill", tb)
     logits, new, seen = _prefill(self.model.params, jnp.asarray(tokens), jnp.asarray(mask),
                                  self.cfg, self.model.compute_dtype)
     self._temperature[b], self._top_p[b], self._top_k[b] = p.temperature, p.top_p, p.top_k
     self._penalty[b], self._seeds[b], self._counters[b] = p.repetition_penalty, p.seed, 0
     token, seen = self._sample(logits, seen, [b])
     self._room_for_prompt(tb)
+    self._saw("insert", self._len, tb)
     self.cache, self.seen = _insert(self.cache, self.seen, new, seen, jnp.int32(b))
     self._slots[b] = _Slot(request, self._end - n, 1)
     self._tokens[b] = int(token[0])
@@ -553,6 +563,7 @@ class Engine:
     t0 = time.perf_counter()
     self._room_for_step()
     active = np.array([s is not None for s in self._slots])
+    self._saw("decode", self._len)
     logits, self.cache = _decode(self.model.params, jnp.asarray(self._tokens),
                                  jnp.asarray(active), self.cache, self.cfg,
                                  self.model.compute_dtype)
