@@ -57,6 +57,9 @@ _THREADS = flags.DEFINE_integer("torch_threads", -1, "torch threads (0: torch's 
                                 "whichever of 1 and the default is faster on a warm-up prompt, "
                                 "as oversubscribed cores make torch's spinning threads slow).")
 _OUT = flags.DEFINE_string("out_json", None, "Also write the results here.")
+_NUM_PROMPTS = flags.DEFINE_integer(
+    "num_prompts", 0, "Use only the first N prompts (0: all), so that after warm-up no new "
+    "prompt bucket or cache length appears: a soak then tells leaks from compiled code.")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 _FALLBACK_PROMPTS = [
@@ -218,7 +221,7 @@ def _health(port: int) -> dict:
 
 def main(argv):
   del argv
-  texts = prompts()
+  texts = prompts()[:_NUM_PROMPTS.value or None]
   proc, port, model = start_server()
   rounds = max(_ROUNDS.value, 1)
   results, base, wall = [], [], 0.0
