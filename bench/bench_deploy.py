@@ -284,8 +284,8 @@ def main(argv):
              "p99_latency_s": float(np.percentile(lat, 99)),
              "rss_mb_before": rss_before, "rss_mb_after": rss_after,
              # (seconds since the first round began, MB, KV-cache columns, compiled shapes)
-             # while serving;
-             # flat memory shows as a small growth from the middle sample to the last.
+             # while serving; flat memory shows as a small growth from the middle sample to
+             # the last.
              "rss_mb_samples": samples,
              "rss_mb_second_half_growth": (samples[-1][1] - samples[len(samples) // 2][1]
                                            if samples else None),

@@ -258,9 +258,9 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.floa
     max_len: slots S per row.
     dtype: dtype of the keys and values.
     per_layer: one buffer per layer (tuples of L arrays without the leading `L`) instead of
-      one stacked array each for keys and values; for unstacked layers (`unstack_layers`), where each layer
-      then reads and updates its own buffer (slicing a layer out of the stacked cache is a
-      copy on XLA:CPU). `cache_uses_layers(params)` says which one `params` want.
+      one stacked array each for keys and values; for unstacked layers (`unstack_layers`),
+      where each layer then reads and updates its own buffer (slicing a layer out of the
+      stacked cache is a copy on XLA:CPU). `cache_uses_layers(params)` says which one `params` want.
 
   Returns:
     dict with `k [L, B, K, S, hd]` and `v [L, B, K, hd, S]` (or per-layer tuples),
@@ -307,8 +307,8 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
 
 
 def _attention(q, k, v, allowed, cfg: ModelConfig):
-  """q `[B, T, H, hd]`, k `[B, K, S, hd]`, v `[B, K, hd, S]`, allowed `[B, T, S]` (or `[B, K, G, T, S]` per
-  head) -> `[B, T, H*hd]`."""
+  """q `[B, T, H, hd]`, k `[B, K, S, hd]`, v `[B, K, hd, S]`, allowed `[B, T, S]` (or
+  `[B, K, G, T, S]` per head) -> `[B, T, H*hd]`."""
   B, T, H, hd = q.shape
   K = cfg.num_kv_heads
   q = q.reshape(B, T, K, H // K, hd)
