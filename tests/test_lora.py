@@ -185,6 +185,43 @@ class LoraTest(parameterized.TestCase):
     np.testing.assert_array_equal(evaluate(None), evaluate(None))
     self.assertGreater(float(jnp.abs(evaluate(jax.random.key(2)) - evaluate(None)).max()), 1e-4)
 
+  @parameterized.named_parameters(("f32_2d", (5, 12), jnp.float32, 1e-5),
+                                  ("f32_3d", (2, 3, 12), jnp.float32, 1e-5),
+                                  ("bf16", (2, 3, 12), jnp.bfloat16, 2e-2))
+  def test_low_rank_backward_equals_autodiff(self, x_shape, dtype, tol):
+    # The hand-written VJP of `s (x A) B` against autodiff of the plain expression.
+    kx, ka, kb, kg = jax.random.split(jax.random.key(3), 4)
+    x = jax.random.normal(kx, x_shape, dtype)
+    a = jax.random.normal(ka, (12, 3), dtype)
+    b = jax.random.normal(kb, (3, 7), dtype)
+    g = jax.random.normal(kg, (*x_shape[:-1], 7), dtype)
+    plain = lambda x, a, b: (x @ a) @ b * 2.5
+    y, vjp = jax.vjp(lambda x, a, b: lora.low_rank(x, a, b, 2.5), x, a, b)
+    y_ref, vjp_ref = jax.vjp(plain, x, a, b)
+    for got, want in zip((y, *vjp(g)), (y_ref, *vjp_ref(g))):
+      self.assertEqual(got.dtype, want.dtype)
+      self.assertEqual(got.shape, want.shape)
+      np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want, np.float32),
+                                 rtol=tol, atol=tol * float(jnp.abs(want).max()))
+
+  def test_adapter_gradients_equal_the_merged_weights(self):
+    # Gradients of the unmerged model (the custom low-rank backward inside the layer scan)
+    # equal those of the merged one (W + s A B differentiated by plain autodiff).
+    cfg = lora.LoraConfig(r=4, alpha=8)
+    params, adapters = lora.init(self.params, jax.random.key(1), cfg)
+    adapters = _randomize_b(adapters)
+    targets = jnp.roll(self.tokens, -1, axis=1)
+
+    def loss(build):
+      return lambda a: optax.softmax_cross_entropy_with_integer_labels(
+          decoder.apply(build(params, a, cfg), self.tokens, _CFG)[0], targets).mean()
+
+    got = jax.grad(loss(lora.apply))(adapters)
+    want = jax.grad(loss(lora.merged))(adapters)
+    for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6 * float(jnp.abs(w).max()) + 1e-9,
+                                 err_msg=jax.tree_util.keystr(path))
+
   def test_regex_targets(self):
     cfg = lora.LoraConfig(r=2, target_modules=r"layers/mlp/(up|down)_proj/kernel")
     _, adapters = lora.init(self.params, jax.random.key(1), cfg)

@@ -20,6 +20,7 @@ with the layer axis kept when the base kernel is layer-stacked (`[L, in, r]`).
 """
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.struct
@@ -99,6 +100,42 @@ def _column_norm(w: jax.Array) -> jax.Array:
   return jnp.sqrt(jnp.sum(jnp.square(w.astype(jnp.float32)), axis=-2))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def low_rank(x: jax.Array, a: jax.Array, b: jax.Array, scale: float) -> jax.Array:
+  """`s (x A) B` for `x [..., in]`, `a [in, r]`, `b [r, out]` -> `[..., out]`.
+
+  The forward is the plain product; the backward is written out so that every large operand
+  (`x [T, in]`, the output gradient `g [T, out]`) is read in its stored layout and only the
+  rank-r matrices are transposed. Autodiff of the plain product gives `dB` as `(g^T (xA))^T`,
+  and XLA:CPU then materialises `g^T` (`[out, T]`, strided) before the product: with
+  SmolLM2-135M at 8 x 256 tokens those copies were ~25% of a LoRA training step.
+  """
+  return (x @ a * scale) @ b
+
+
+def _low_rank_fwd(x, a, b, scale):
+  xa = x @ a
+  return (xa * scale) @ b, (x, a, b, xa)
+
+
+def _low_rank_bwd(scale, res, g):
+  x, a, b, xa = res
+  rows = (((0,), (0,)), ((), ()))   # contract the flattened token axis of both operands
+  cols = (((1,), (1,)), ((), ()))   # contract the last axis of both operands
+  x2 = x.reshape(-1, x.shape[-1])
+  g2 = g.reshape(-1, g.shape[-1])
+  xa2 = (xa * scale).reshape(-1, xa.shape[-1])
+  db = jax.lax.dot_general(xa2, g2, rows, preferred_element_type=jnp.float32)        # [r, out]
+  gxa = jax.lax.dot_general(g2, b * scale, cols, preferred_element_type=jnp.float32)  # [T, r]
+  gxa = gxa.astype(x.dtype)
+  da = jax.lax.dot_general(gxa, x2, rows, preferred_element_type=jnp.float32).T      # [in, r]
+  dx = jax.lax.dot_general(gxa, a, cols, preferred_element_type=jnp.float32)         # [T, in]
+  return (dx.reshape(x.shape).astype(x.dtype), da.astype(a.dtype), db.astype(b.dtype))
+
+
+low_rank.defvjp(_low_rank_fwd, _low_rank_bwd)
+
+
 def _lora_matmul(x: jax.Array, w: LoraWeight, dtype: Any) -> jax.Array:
   """`x W + s (d(x) A) B`, and for DoRA PEFT's `x W + (m/n - 1) d(x) W + (m/n) s d(x) A B`."""
   base = linear_lib.linear(x, w.kernel, dtype)
@@ -106,7 +143,11 @@ def _lora_matmul(x: jax.Array, w: LoraWeight, dtype: Any) -> jax.Array:
   if w.dropout_key is not None and w.dropout > 0:
     keep = jax.random.bernoulli(w.dropout_key, 1.0 - w.dropout, x.shape)
     xd = jnp.where(keep, x / (1.0 - w.dropout), 0).astype(x.dtype)
-  update = (xd.astype(dtype) @ w.lora_a.astype(dtype)) @ w.lora_b.astype(dtype) * w.scale
+  lora_a, lora_b = w.lora_a.astype(dtype), w.lora_b.astype(dtype)
+  if lora_a.ndim == 2 and lora_b.ndim == 2:
+    update = low_rank(xd.astype(dtype), lora_a, lora_b, w.scale)
+  else:  # adapters with leading axes of their own (none of the built-in models)
+    update = (xd.astype(dtype) @ lora_a) @ lora_b * w.scale
   if w.magnitude is None:
     return base + update.astype(base.dtype)
   kernel = _dense(w.kernel).astype(jnp.float32)
