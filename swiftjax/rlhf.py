@@ -139,11 +139,6 @@ def make_preference_logps_fn(model_cfg, tuner_cfg, pref_cfg: preference.Preferen
   return logps_fn
 
 
-def _halves(x):
-  n = x.shape[0] // 2
-  return x[:n], x[n:]
-
-
 def _masked_mean(x, mask):
   mask = mask.astype(jnp.float32)
   return jnp.sum(x * mask) / jnp.maximum(jnp.sum(mask), 1.0)
@@ -152,8 +147,8 @@ def _masked_mean(x, mask):
 def make_preference_loss_fn(model_cfg, tuner_cfg, pref_cfg: preference.PreferenceConfig):
   """`loss_fn(trainable, const, batch) -> (loss, metrics)` for `pref_cfg.rlhf_type`.
 
-  `batch` is `pairs.take`'s: the first half of its `[2B, L]` rows are the chosen answers (KTO:
-  the labelled completions), the second half the rejected ones (KTO: mismatched completions).
+  `batch` is `pairs.take`'s: its `[2B, L]` rows alternate chosen answer (KTO: the labelled
+  completion) and rejected one (KTO: the mismatched completion), pair by pair.
   Metrics: `rewards/{chosen,rejected,margins,accuracies}` (KTO: mean reward of desirable and
   undesirable completions, their margin, and `kl`), and `logps/{chosen,rejected}`.
   """
@@ -166,16 +161,16 @@ def make_preference_loss_fn(model_cfg, tuner_cfg, pref_cfg: preference.Preferenc
       params = model if tuner_cfg is None else lora.apply(const["base"], model, tuner_cfg)
       scores = last_token_scores(_forward(params, model_cfg, batch, trainable["value_head"]),
                                  batch["segment_ids"])
-      chosen, rejected = _halves(scores)
+      chosen, rejected = pairs.sides(scores)
       loss = preference.reward_model_loss(chosen, rejected)
       return jnp.mean(loss), preference.reward_metrics(jax.lax.stop_gradient(chosen),
                                                        jax.lax.stop_gradient(rejected))
     policy, ref = logps_fn(trainable, const, batch)
-    pc, pr = (preference.SequenceLogps(*h) for h in zip(*(_halves(x) for x in policy)))
+    pc, pr = (preference.SequenceLogps(*h) for h in zip(*(pairs.sides(x) for x in policy)))
     if kind == "kto":
       desirable = batch["desirable"]
-      loss, rewards, kl = preference.kto_batch_loss(pref_cfg, pc.sum, _halves(ref.sum)[0],
-                                                    pr.sum, _halves(ref.sum)[1], desirable)
+      loss, rewards, kl = preference.kto_batch_loss(pref_cfg, pc.sum, pairs.sides(ref.sum)[0],
+                                                    pr.sum, pairs.sides(ref.sum)[1], desirable)
       good, bad = _masked_mean(rewards, desirable), _masked_mean(rewards, ~desirable)
       metrics = {"rewards/chosen": good, "rewards/rejected": bad, "rewards/margins": good - bad,
                  "kl": kl, "logps/chosen": _masked_mean(pc.sum, desirable),
@@ -183,7 +178,7 @@ def make_preference_loss_fn(model_cfg, tuner_cfg, pref_cfg: preference.Preferenc
       return jnp.mean(loss), metrics
     rc = rr = None
     if ref is not None:
-      rc, rr = (preference.SequenceLogps(*h) for h in zip(*(_halves(x) for x in ref)))
+      rc, rr = (preference.SequenceLogps(*h) for h in zip(*(pairs.sides(x) for x in ref)))
     loss, chosen_rewards, rejected_rewards = preference.pair_loss(pref_cfg, pc, pr, rc, rr)
     metrics = preference.reward_metrics(chosen_rewards, rejected_rewards)
     metrics.update({"logps/chosen": jnp.mean(pc.sum), "logps/rejected": jnp.mean(pr.sum)})

@@ -292,8 +292,18 @@ def build(rows: Sequence[dict], tokenizer, max_length: int, truncation: str = "d
   return batch, desirable, stats
 
 
+def sides(x):
+  """`(first, second)` `[B, ...]` each from `take`'s interleaved `[2B, ...]` rows (or their
+  per-row results: log-probabilities, scores)."""
+  return x[0::2], x[1::2]
+
+
 def take(batch: packing.Batch, desirable: np.ndarray, idx: np.ndarray) -> dict:
-  """The step's batch for rows `idx` `[B]`: the rows' first sequences, then their second ones.
+  """The step's batch for rows `idx` `[B]`, each row's two sequences side by side.
+
+  Row `2i` is pair `i`'s first sequence (chosen; KTO: the labelled completion) and row `2i + 1`
+  its second (rejected; KTO: the mismatched completion), so a batch split over devices along
+  its first axis keeps both halves of every pair on the same device (`sides` undoes it).
 
   Returns:
     `{"tokens", "weights", "segment_ids", "positions"}`, each `[2B, L]`, and `"desirable"`
@@ -301,7 +311,7 @@ def take(batch: packing.Batch, desirable: np.ndarray, idx: np.ndarray) -> dict:
   """
   out = {}
   for f in ("tokens", "weights", "segment_ids", "positions"):
-    x = getattr(batch, f)[idx]                   # [B, 2, L]
-    out[f] = np.concatenate([x[:, 0], x[:, 1]])  # [2B, L]
+    x = getattr(batch, f)[idx]                     # [B, 2, L]
+    out[f] = x.reshape(2 * len(idx), x.shape[-1])  # [2B, L]: first, second, first, ...
   out["desirable"] = desirable[idx]
   return out
