@@ -57,8 +57,9 @@ _ALIGNER_LR = flags.DEFINE_float("aligner_lr", None, "Multimodal models: the unf
                                  "peak learning rate (default: --learning_rate).",
                                  lower_bound=0.0)
 _MULTIMODAL_FLAGS = ("freeze_vit", "freeze_aligner", "vit_lr", "aligner_lr")
-# Text-model features multimodal training does not have yet.
-_TEXT_ONLY_FLAGS = ("val_dataset", "split_dataset_ratio", "eval_steps", "merge_lora")
+# Text-model features multimodal training does not have yet (a merged multimodal checkpoint:
+# `swiftjax.mllm.train.apply_trained` merges in memory; no Hugging Face exporter for the families).
+_TEXT_ONLY_FLAGS = ("merge_lora",)
 
 
 def main(argv):

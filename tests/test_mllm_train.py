@@ -13,6 +13,7 @@ import numpy as np
 
 from swiftjax import losses
 from swiftjax import mllm
+from swiftjax import train_metrics
 from swiftjax import trainer
 from swiftjax.data import multimodal
 from swiftjax.lora import paths
@@ -157,6 +158,22 @@ class MllmTrainTest(absltest.TestCase):
     with self.assertRaisesRegex(Exception, "neither a PEFT adapter"):
       mtrain.apply_trained(self.model.params, self.model.cfg, self.dir)
 
+  def test_validation_rows_report_their_loss(self):
+    """`val_dataset` gives eval losses every `eval_steps`; the last equals the loss of the
+    saved trees over the validation rows, computed here batch by batch."""
+    cfg = self._cfg(val_dataset=[str(self.data)], eval_steps=3, max_steps=6, batch_size=4)
+    summary, trained, job = self._fit(cfg, "run_eval")
+    self.assertEqual([e["step"] for e in summary["eval_history"]], [3, 6])
+    self.assertEqual(job.eval_rows, job.rows)   # the same file as validation data
+    first, last = (e["eval_loss"] for e in summary["eval_history"])
+    self.assertLess(last, first)
+    _, val, _ = mtrain.build_splits(cfg, self.model)
+    _, const, _ = mtrain.split_params(cfg, self.model.params)
+    loss = jax.jit(lambda t, c, b: job.loss_fn(t, c, b)[0])  # padded image slots: traced
+    want = np.mean([float(loss(trained, const, val.batch(np.unique(idx))))
+                    for idx in train_metrics.eval_batches(len(val.members), 4)])
+    np.testing.assert_allclose(last, want, rtol=1e-5)
+
   def test_packed_rows_give_the_padded_loss(self):
     """Several samples per row (attention within each, images in order) = one per row."""
     cfg = self._cfg()
@@ -202,10 +219,12 @@ class LaunchTest(absltest.TestCase):
     out = directory / "run"
     r = testutil.run_module("launch.sft", f"--model={directory / 'm'}", f"--dataset={data}",
                             "--max_steps=2", "--max_length=1024", "--freeze_aligner=false",
-                            f"--output_dir={out}")
+                            f"--val_dataset={data}", f"--output_dir={out}")
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     summary = json.loads((out / "summary.json").read_text())
     self.assertEqual(summary["steps"], 2)
+    self.assertEqual([e["step"] for e in summary["eval_history"]], [2])
+    self.assertTrue(np.isfinite(summary["eval_loss"]))
     self.assertEqual(summary["images"], 8)
     self.assertEqual(summary["trained_parts"], ["projector"])
     self.assertTrue((out / "adapter" / "adapter_config.json").is_file())
@@ -213,6 +232,9 @@ class LaunchTest(absltest.TestCase):
     r = testutil.run_module("launch.sft", f"--model={directory / 'nope'}", f"--dataset={data}",
                             "--freeze_vit=false")
     testutil.assert_one_line_error(self, r, "--freeze_vit only apply to multimodal models")
+    r = testutil.run_module("launch.sft", f"--model={directory / 'm'}", f"--dataset={data}",
+                            "--merge_lora", f"--output_dir={directory / 'run2'}")
+    testutil.assert_one_line_error(self, r, "--merge_lora only apply to text models")
 
 
 if __name__ == "__main__":

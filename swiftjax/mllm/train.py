@@ -208,41 +208,70 @@ def forward(family: Any, cfg: Any, params: dict, batch: dict, *, packed: bool,
   return logits
 
 
-def build_rows(cfg: MllmTrainConfig, model: Any) -> tuple[multimodal.Rows, dict]:
-  """Reads, renders and lays out every dataset of `cfg` for `model` (a `mllm.LoadedMLLM`)."""
-  rows, stats = train_data.read_datasets(cfg, multimodal.read_rows)
+def build_splits(cfg: MllmTrainConfig, model: Any
+                 ) -> tuple[multimodal.Rows, multimodal.Rows | None, dict]:
+  """`(training rows, validation rows or None, stats)` for `model` (a `mllm.LoadedMLLM`): every
+  dataset of `cfg` read, rendered and laid out; validation rows from `cfg.val_dataset` or the
+  `cfg.split_dataset_ratio` held out of the training rows (`train_data.read_splits`), laid out
+  the same way.
+
+  Raises:
+    ConfigError: a split with no example left that has a trained token.
+  """
+  rows, val_rows, stats = train_data.read_splits(cfg, multimodal.read_rows)
   builder = multimodal.Builder(model.tokenizer, model.family, model.processor,
                                model.cfg.image_token_id,
                                lambda r: train_data.render_row(cfg, model.tokenizer, r))
-  examples, built = multimodal.build_examples(
-      rows, builder, max_length=cfg.max_length, truncation_strategy=cfg.truncation_strategy,
-      skip_bad_rows=cfg.skip_bad_rows)
+  pad_images = getattr(model.family, "PAD_IMAGE_INPUTS", None)
+
+  def lay_out(split_rows, what):
+    try:
+      examples, built = multimodal.build_examples(
+          split_rows, builder, max_length=cfg.max_length,
+          truncation_strategy=cfg.truncation_strategy, skip_bad_rows=cfg.skip_bad_rows)
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"{what}: {e}") from None
+    return multimodal.layout(examples, cfg.max_length, cfg.batch_size, packing=cfg.packing,
+                             pad_images=pad_images), built
+
+  laid, built = lay_out(rows, "training split")
   stats.update(built)
-  laid = multimodal.layout(examples, cfg.max_length, cfg.batch_size, packing=cfg.packing,
-                           pad_images=getattr(model.family, "PAD_IMAGE_INPUTS", None))
   stats["rows"] = len(laid.members)
   stats["image_slots"] = dict(laid.slots)
-  return laid, stats
+  val = None
+  if val_rows:
+    val, val_built = lay_out(val_rows, "validation split")
+    stats["val_examples"] = val_built["examples"]
+  return laid, val, stats
+
+
+def build_rows(cfg: MllmTrainConfig, model: Any) -> tuple[multimodal.Rows, dict]:
+  """`(training rows, stats)`: `build_splits` without the validation rows."""
+  rows, _, stats = build_splits(cfg, model)
+  return rows, stats
 
 
 def mllm_job(cfg: MllmTrainConfig, model: Any, rows: multimodal.Rows | None = None,
-             stats: dict | None = None) -> trainer.Job:
+             stats: dict | None = None, val_rows: multimodal.Rows | None = None
+             ) -> trainer.Job:
   """Multimodal SFT of `model` (a `swiftjax.mllm.LoadedMLLM`: family, cfg, params, processor,
   tokenizer): weighted next-token loss over samples, image features at the image tokens.
 
   Args:
     cfg: the training config.
     model: the model.
-    rows, stats: data already laid out (`build_rows`); read from `cfg.dataset` when None.
+    rows, stats, val_rows: data already laid out (`build_splits`); read from `cfg.dataset`
+      (and `cfg.val_dataset` / `cfg.split_dataset_ratio`) when `rows` is None. With
+      validation rows, `trainer.fit` reports their loss every `cfg.eval_steps` and at the end.
 
   Raises:
     ConfigError: packing for a family with multimodal RoPE whose `apply` takes no
       `segment_ids` (pass packing=False).
   """
   if rows is None:
-    rows, stats = build_rows(cfg, model)
+    rows, val_rows, stats = build_splits(cfg, model)
   family, mcfg = model.family, model.cfg
-  packed = rows.max_segments > 1
+  packed = max(r.max_segments for r in (rows, val_rows) if r is not None) > 1
   if (packed and getattr(mcfg.text, "mrope_section", None)
       and "segment_ids" not in inspect.signature(family.apply).parameters):
     raise errors.ConfigError(f"packing is not supported for {family.__name__} (multimodal "
@@ -265,7 +294,12 @@ def mllm_job(cfg: MllmTrainConfig, model: Any, rows: multimodal.Rows | None = No
 
   return trainer.Job(len(rows.members), rows.batch, loss_fn, trainable, const, save_fn,
                      dict(stats or {}, trained_parts=list(cfg.trained_parts)),
-                     make_optimizer=make_optimizer)
+                     make_optimizer=make_optimizer,
+                     eval_rows=0 if val_rows is None else len(val_rows.members),
+                     # Fewer validation rows than a batch: `eval_batches` repeats rows to
+                     # fill it, which could overflow the image slots; each row once instead.
+                     get_eval_batch=None if val_rows is None else
+                     lambda idx: val_rows.batch(np.unique(idx)))
 
 
 # ----------------------------------------------------------------------------- saving
