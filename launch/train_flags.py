@@ -13,8 +13,9 @@ from launch import common
 
 MODEL = flags.DEFINE_string("model", None, "GGUF file, Hugging Face directory or hub id "
                             "(default: the embedded SmolLM2-135M-Instruct).")
-DATASET = flags.DEFINE_multi_string("dataset", [], "JSON/JSONL(.gz) file, optionally `path#N` "
-                                    "to sample N rows; repeat to mix datasets.")
+DATASET = flags.DEFINE_multi_string("dataset", [], "JSON/JSONL(.gz) file, `datasets` "
+                                    "save_to_disk directory or hub id, optionally `path#N` to "
+                                    "sample N rows; repeat to mix datasets.")
 TUNER = flags.DEFINE_enum("tuner_type", "lora", ["lora", "dora", "rslora", "full"],
                           "What to train.")
 flags.DEFINE_alias("train_type", "tuner_type")

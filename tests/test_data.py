@@ -51,6 +51,34 @@ class FormatsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "no assistant message"):
       formats.normalize({"messages": [{"role": "user", "content": "a"}]})
 
+  def test_saved_datasets_directory(self):
+    # A `datasets` save_to_disk directory (Dataset and DatasetDict) reads like the JSON file
+    # it was made from: Arrow's None-filled missing keys are dropped again.
+    import datasets  # pylint: disable=g-import-not-at-top
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    rows = [{"messages": [{"role": "user", "content": "a"},
+                          {"role": "assistant", "content": "b", "loss": False},
+                          {"role": "user", "content": "c"},
+                          {"role": "assistant", "content": "d"}], "tools": "[]"},
+            {"messages": [{"role": "user", "content": "e"}, {"role": "assistant", "content": "f"}],
+             "tools": json.dumps([{"name": "f", "description": "g", "parameters": {}}])}]
+    (tmp / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    want, _ = formats.read_rows(tmp / "d.jsonl")
+    ds = datasets.Dataset.from_list(rows)
+    ds.save_to_disk(str(tmp / "saved"))
+    datasets.DatasetDict({"train": ds, "test": ds.select([0])}).save_to_disk(str(tmp / "dict"))
+    for name in ("saved", "dict"):
+      got, skipped = formats.read_rows(tmp / name)
+      self.assertEqual((got, skipped), (want, 0), name)
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp / "no_train"))
+    with self.assertRaisesRegex(Exception, r"no_train has splits \['validation'\] and no 'train'"):
+      formats.read_rows(tmp / "no_train")
+    (tmp / "empty").mkdir()
+    with self.assertRaisesRegex(Exception, r"empty is not a saved `datasets` dataset"):
+      formats.read_rows(tmp / "empty")
+    with self.assertRaisesRegex(Exception, r"dataset file .*nope.jsonl does not exist"):
+      formats.read_rows(tmp / "nope.jsonl")
+
   def test_real_files(self):
     for name, fmt_key in (("alpaca_en_demo.json", 999), ("glaive_toolcall_en_demo.json", 300)):
       rows, skipped = formats.read_rows(testutil.require_shared("llamafactory", "data", name))

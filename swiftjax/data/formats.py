@@ -163,18 +163,73 @@ def normalize(row: Any, fmt: str | None = None) -> dict:
   return out
 
 
-def iter_rows(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:
-  """`(where, row)` for every row of a `.json` (list), `.jsonl` or `.jsonl.gz` file.
+def _without_nones(x: Any) -> Any:
+  """`x` with None-valued dict keys dropped at every depth: Arrow tables give every row every
+  column (None where a JSON row simply lacks the key)."""
+  if isinstance(x, dict):
+    return {k: _without_nones(v) for k, v in x.items() if v is not None}
+  if isinstance(x, list):
+    return [_without_nones(v) for v in x]
+  return x
 
-  `where` is `file:line` (JSONL) or `file[index]` (JSON). A JSONL line that is not valid JSON
-  comes as a `ValueError` in place of the row, so the caller decides whether to skip it.
+
+def _iter_saved_dataset(path: pathlib.Path) -> Iterator[tuple[str, Any]]:
+  """Rows of a `datasets` `save_to_disk` directory (a `DatasetDict`: its `train` split)."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    ds = datasets.load_from_disk(str(path))
+  except (FileNotFoundError, ValueError) as e:
+    raise errors.SwiftJaxError(f"dataset directory {path} is not a saved `datasets` dataset "
+                               f"(save_to_disk): {e}") from None
+  where = str(path)
+  if isinstance(ds, datasets.DatasetDict):
+    if "train" not in ds:
+      raise errors.SwiftJaxError(f"dataset directory {path} has splits {sorted(ds)} and no "
+                                 "'train'; pass the split's own directory")
+    ds, where = ds["train"], f"{path}/train"
+  for i, row in enumerate(ds):
+    yield f"{where}[{i}]", _without_nones(row)
+
+
+def _iter_hub_dataset(name: str) -> Iterator[tuple[str, Any]]:
+  """Rows of the `train` split of a Hugging Face hub dataset (needs network)."""
+  import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    ds = datasets.load_dataset(name, split="train")
+  except Exception as e:  # pylint: disable=broad-except  (offline, unknown id, no train split)
+    raise errors.SwiftJaxError(f"dataset {name}: no such file or directory, and loading it from "
+                               f"the Hugging Face hub failed: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else ''}") from None
+  for i, row in enumerate(ds):
+    yield f"{name}[{i}]", _without_nones(row)
+
+
+def iter_rows(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:
+  """`(where, row)` for every row of a dataset.
+
+  A dataset is a `.json` (list), `.jsonl` or `.jsonl.gz` file, a directory written by
+  `datasets`' `save_to_disk` (a `DatasetDict`'s `train` split), or, when no such file exists, a
+  Hugging Face hub dataset id (`owner/name`, its `train` split; needs network).
+  `where` is `file:line` (JSONL) or `file[index]` (JSON, saved or hub datasets). A JSONL line
+  that is not valid JSON comes as a `ValueError` in place of the row, so the caller decides
+  whether to skip it.
 
   Raises:
-    SwiftJaxError: the file does not exist.
+    SwiftJaxError: the file does not exist (and is not a reachable hub dataset), or a
+      directory that is not a saved dataset.
     RowError: a `.json` file that is not valid JSON or not a list.
   """
+  text = str(path)
   path = pathlib.Path(path)
+  if path.is_dir():
+    yield from _iter_saved_dataset(path)
+    return
   if not path.is_file():
+    parts = text.split("/")
+    if (len(parts) == 2 and all(parts) and not text.startswith((".", "~"))
+        and not text.endswith((".json", ".jsonl", ".gz"))):
+      yield from _iter_hub_dataset(text)
+      return
     raise errors.SwiftJaxError(f"dataset file {path} does not exist")
   if path.name.endswith((".jsonl", ".jsonl.gz")):
     opener = gzip.open if path.suffix == ".gz" else open
@@ -199,10 +254,11 @@ def iter_rows(path: str | pathlib.Path) -> Iterator[tuple[str, Any]]:
 def read_rows(path: str | pathlib.Path, *, fmt: str | None = None,
               skip_bad_rows: bool = False,
               normalize_fn: Callable[[Any], Any] | None = None) -> tuple[list[Any], int]:
-  """Reads and normalises a `.json` (list), `.jsonl` or `.jsonl.gz` file.
+  """Reads and normalises a dataset (`iter_rows`: a `.json` / `.jsonl` / `.jsonl.gz` file, a
+  saved `datasets` directory, or a hub dataset id).
 
   Args:
-    path: the file.
+    path: the file, directory or hub id.
     fmt: force one of `FORMATS` (default: detect per row).
     skip_bad_rows: drop and count malformed rows instead of raising.
     normalize_fn: `row -> normalised row`, raising ValueError/KeyError/TypeError on a bad row
