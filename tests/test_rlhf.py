@@ -253,8 +253,8 @@ class TrainPreferenceTest(parameterized.TestCase):
     batch = pairs.take(data, desirable, np.arange(len(rows)))
     policy, ref = rlhf.make_preference_logps_fn(model.cfg, tuner_cfg, cfg.preference)(
         {"model": adapters}, {"base": model.params}, batch)
-    pc, pr, rc, rr = (preference.SequenceLogps(*(x[half] for x in lp))
-                      for lp in (policy, ref) for half in (slice(0, None, 2), slice(1, None, 2)))
+    pc, pr, rc, rr = (preference.SequenceLogps(*side) for lp in (policy, ref)
+                      for side in zip(*(pairs.sides(x) for x in lp)))
     _, chosen, rejected = preference.pair_loss(cfg.preference, pc, pr, rc, rr)
     metrics = {k: float(v) for k, v in preference.reward_metrics(chosen, rejected).items()}
     _assert_learned(self, metrics["rewards/margins"], metrics["rewards/accuracies"], metrics)
