@@ -130,11 +130,47 @@ class GraphArrays(NamedTuple):
     mean_adj: [N, N] float32 D_in^-1 A (row v averages v's in-neighbours; zero if it has none).
     graph: a one-graph `jraph.GraphsTuple`: `nodes` None, `senders`/`receivers` [E] int32 directed
       edges, `n_node` [1] = N, `n_edge` [1] = E.
+    degree: [N] float32 in-degree (edges into each node, no self loop; the edge set is symmetric),
+      what `RemovedEdges` needs to take an edge's message back out.
   """
   features: jax.Array | None
   gcn_adj: jax.Array | None = None
   mean_adj: jax.Array | None = None
   graph: jraph.GraphsTuple | None = None
+  degree: jax.Array | None = None
+
+
+class RemovedEdges(NamedTuple):
+  """Directed edges whose messages one `encode` call leaves out (target-edge masking).
+
+  Training on an edge that is also in the message-passing graph lets the encoder see the answer:
+  z_u already holds h_v. Leaving the batch's positive edges out of the propagation for that step
+  (as NCN's and PLNLP's ddi recipes do) trains on pairs as they look at test time. Each removed
+  edge s -> r subtracts its term A_hat[r, s] h_s from row r; the degrees in the normalisation are
+  not recomputed (a removed edge changes a degree by one: on ddi ~0.2% of a mean degree of ~500).
+
+  Attributes:
+    senders, receivers: [K] int32 node ids (give both directions of an undirected edge).
+    mask: [K] bool, False on padding.
+  """
+  senders: jax.Array
+  receivers: jax.Array
+  mask: jax.Array
+
+
+def _removed_messages(h: jax.Array, graph: GraphArrays, removed: RemovedEdges,
+                      kind: str) -> jax.Array:
+  """[N, D] the part of the propagation of h [N, D] carried by `removed` ("gcn" or "mean")."""
+  if graph.degree is None:
+    raise GraphError("RemovedEdges need GraphArrays.degree (make_graph sets it)")
+  deg = graph.degree
+  if kind == "gcn":
+    w = jax.lax.rsqrt((deg[removed.receivers] + 1.0) * (deg[removed.senders] + 1.0))
+  else:
+    w = 1.0 / jnp.maximum(deg[removed.receivers], 1.0)
+  w = jnp.where(removed.mask, w, 0.0)
+  return jax.ops.segment_sum(w[:, None] * h[removed.senders], removed.receivers,
+                             num_segments=h.shape[0])
 
 
 def _dense_counts(num_nodes: int, senders: np.ndarray, receivers: np.ndarray) -> np.ndarray:
@@ -190,30 +226,33 @@ def make_graph(num_nodes: int, edges: np.ndarray, cfg: GAEConfig,
     if features.ndim != 2 or features.shape[0] != num_nodes:
       raise GraphError(f"features must have shape [{num_nodes}, F], got {features.shape}")
     features = jnp.asarray(features)
+  degree = jnp.asarray(np.bincount(receivers, minlength=num_nodes).astype(np.float32))
   if use_dense(cfg, num_nodes):
     if cfg.encoder == "gcn":
       return GraphArrays(features, gcn_adj=jnp.asarray(
-          dense_gcn_adjacency(num_nodes, senders, receivers)))
+          dense_gcn_adjacency(num_nodes, senders, receivers)), degree=degree)
     return GraphArrays(features, mean_adj=jnp.asarray(
-        dense_mean_adjacency(num_nodes, senders, receivers)))
+        dense_mean_adjacency(num_nodes, senders, receivers)), degree=degree)
   graph = jraph.GraphsTuple(nodes=None, edges=None, senders=jnp.asarray(senders),
                             receivers=jnp.asarray(receivers),
                             n_node=jnp.array([num_nodes], jnp.int32),
                             n_edge=jnp.array([senders.size], jnp.int32), globals=None)
-  return GraphArrays(features, graph=graph)
+  return GraphArrays(features, graph=graph, degree=degree)
 
 
 # ---------------------------------------------------------------------------------------------
 # Layers.
 
 
-def gcn_conv(p: dict[str, jax.Array], h: jax.Array, graph: GraphArrays) -> jax.Array:
+def gcn_conv(p: dict[str, jax.Array], h: jax.Array, graph: GraphArrays,
+             removed: RemovedEdges | None = None) -> jax.Array:
   """One GCN layer, D^-1/2 (A + I) D^-1/2 h W + b.
 
   Args:
     p: {"kernel": [D_in, D_out], "bias": [D_out]}.
     h: [N, D_in] node rows.
     graph: with `gcn_adj` (dense) or `graph` (sparse) set.
+    removed: edges left out of this propagation, or None.
 
   Returns:
     [N, D_out].
@@ -222,6 +261,7 @@ def gcn_conv(p: dict[str, jax.Array], h: jax.Array, graph: GraphArrays) -> jax.A
   project_first = h.shape[-1] >= kernel.shape[-1]
   if project_first:
     h = h @ kernel
+  h_in = h
   if graph.gcn_adj is not None:
     h = graph.gcn_adj @ h
   elif graph.graph is not None:
@@ -231,18 +271,22 @@ def gcn_conv(p: dict[str, jax.Array], h: jax.Array, graph: GraphArrays) -> jax.A
   else:
     raise GraphError("gcn_conv needs GraphArrays with gcn_adj or graph (make_graph with "
                      "encoder='gcn')")
+  if removed is not None:
+    h = h - _removed_messages(h_in, graph, removed, "gcn")
   if not project_first:
     h = h @ kernel
   return h + p["bias"]
 
 
-def sage_conv(p: dict[str, Any], h: jax.Array, graph: GraphArrays) -> jax.Array:
+def sage_conv(p: dict[str, Any], h: jax.Array, graph: GraphArrays,
+              removed: RemovedEdges | None = None) -> jax.Array:
   """One mean-aggregator SAGE layer, h W_self + b + mean_{u -> v}(h_u) W_neigh.
 
   Args:
     p: {"lin_self": {"kernel": [D_in, D_out], "bias": [D_out]}, "lin_neigh": {"kernel": ...}}.
     h: [N, D_in] node rows.
     graph: with `mean_adj` (dense) or `graph` (sparse) set.
+    removed: edges left out of this propagation, or None.
 
   Returns:
     [N, D_out].
@@ -250,6 +294,7 @@ def sage_conv(p: dict[str, Any], h: jax.Array, graph: GraphArrays) -> jax.Array:
   kernel = p["lin_neigh"]["kernel"]
   project_first = h.shape[-1] >= kernel.shape[-1]
   m = h @ kernel if project_first else h
+  m_in = m
   if graph.mean_adj is not None:
     m = graph.mean_adj @ m
   elif graph.graph is not None:
@@ -257,6 +302,8 @@ def sage_conv(p: dict[str, Any], h: jax.Array, graph: GraphArrays) -> jax.Array:
   else:
     raise GraphError("sage_conv needs GraphArrays with mean_adj or graph (make_graph with "
                      "encoder='sage')")
+  if removed is not None:
+    m = m - _removed_messages(m_in, graph, removed, "mean")
   if not project_first:
     m = m @ kernel
   return h @ p["lin_self"]["kernel"] + p["lin_self"]["bias"] + m
@@ -327,7 +374,7 @@ def init(cfg: GAEConfig, num_nodes: int, num_features: int, rng: jax.Array) -> d
 
 
 def encode(params: dict[str, Any], graph: GraphArrays, cfg: GAEConfig, *, train: bool = False,
-           rng: jax.Array | None = None) -> jax.Array:
+           rng: jax.Array | None = None, removed: RemovedEdges | None = None) -> jax.Array:
   """Node embeddings from the whole graph.
 
   Args:
@@ -336,6 +383,7 @@ def encode(params: dict[str, Any], graph: GraphArrays, cfg: GAEConfig, *, train:
     cfg: the hyperparameters the params were made with.
     train: apply dropout (needs `rng`).
     rng: dropout key.
+    removed: edges left out of every layer's propagation (e.g. the step's positives), or None.
 
   Returns:
     z [N, hidden].
@@ -348,7 +396,7 @@ def encode(params: dict[str, Any], graph: GraphArrays, cfg: GAEConfig, *, train:
   h = inputs[0] if len(inputs) == 1 else jnp.concatenate(inputs, axis=-1)
   conv = gcn_conv if cfg.encoder == "gcn" else sage_conv
   for i in range(cfg.num_layers):
-    h = conv(params["encoder"][f"conv_{i}"], h, graph)
+    h = conv(params["encoder"][f"conv_{i}"], h, graph, removed)
     if i < cfg.num_layers - 1:
       h = jax.nn.relu(h)
       if train and cfg.dropout > 0:
@@ -391,10 +439,11 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, cfg: GAEConfi
 
 
 def pair_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
-  """OGB's link loss: mean BCE over positives + mean BCE over as many negatives.
+  """OGB's link loss: mean BCE over the positives + mean BCE over their negatives.
 
   Args:
-    logits: [2B] positives' logits, then their negatives'.
+    logits: [(1 + K) B] positives' logits, then K blocks of B negatives (block k, row i: the
+      k-th negative drawn with positive i); K = 1 in OGB's examples.
     mask: [B] False on padded positives (their negatives are dropped with them).
 
   Returns:
@@ -403,8 +452,37 @@ def pair_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
   b = mask.shape[0]
   weight = mask.astype(jnp.float32)
   pos = optax.sigmoid_binary_cross_entropy(logits[:b], jnp.ones((b,)))
-  neg = optax.sigmoid_binary_cross_entropy(logits[b:], jnp.zeros((b,)))
+  neg = optax.sigmoid_binary_cross_entropy(logits[b:].reshape(-1, b), 0.0).mean(axis=0)
   return jnp.sum(weight * (pos + neg)) / jnp.maximum(weight.sum(), 1.0)
+
+
+LOSSES = ("bce", "auc")
+
+
+def ranking_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """PLNLP's square AUC surrogate: mean of (1 - (s_pos - s_neg))^2 over each positive and the
+  negative drawn with it (a pairwise ranking loss; Hits@K ranks positives among negatives).
+
+  Args:
+    logits: [(1 + K) B] positives' logits, then K blocks of B negatives (as `pair_loss`).
+    mask: [B] False on padded positives.
+
+  Returns:
+    [] the loss.
+  """
+  b = mask.shape[0]
+  weight = mask.astype(jnp.float32)
+  margin = logits[:b] - logits[b:].reshape(-1, b)
+  return jnp.sum(weight * jnp.square(1.0 - margin).mean(axis=0)) / jnp.maximum(weight.sum(), 1.0)
+
+
+def link_loss(name: str, logits: jax.Array, mask: jax.Array) -> jax.Array:
+  """`pair_loss` ("bce") or `ranking_loss` ("auc") of [(1 + K) B] logits with a [B] mask."""
+  if name == "bce":
+    return pair_loss(logits, mask)
+  if name == "auc":
+    return ranking_loss(logits, mask)
+  raise GraphError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
 
 
 class GAEState(NamedTuple):

@@ -17,6 +17,13 @@ round, as the abstract describes them ("path labeling ... incorporated into an o
   [z_u * z_v | s_u * s_v | log(1 + paths)] and gives one logit. Everything trains jointly with
   OGB's loss (BCE over positives + BCE over as many uniform random negatives).
 
+Options beyond that reconstruction (all off by default, each a flag of `launch.seg`):
+`path_pool` adds a label-grouped readout of the GNN: the sum of the projected embeddings of the
+nodes with label c2 = 1 (the pair's common neighbours, NCN's readout), from the dense 0/1 training
+adjacency (N <= `path_features.DENSE_MAX_NODES`); `mask_targets` leaves each step's positive edges
+out of the GNN's propagation (`gae.RemovedEdges`); `loss="auc"` is PLNLP's pairwise ranking loss;
+`num_neg` draws K negatives per positive; `ema` scores a moving average of the parameters.
+
 Training negatives are drawn on the host per epoch (seeded by (seed, epoch)) so their path
 features can be computed in numba before the jitted step; the positives' features are computed
 once (the preprocessing time), the evaluation pairs' once per split name.
@@ -65,6 +72,14 @@ class FullSEGConfig:
     lr: Adam learning rate.
     batch_size: positive pairs per step (as many random negatives are added).
     adjacency: GNN propagation, "auto", "dense" or "sparse" (`gae.use_dense`).
+    path_pool: C, width of the label-pooled readout: the sum of the GNN embeddings of the nodes
+      on the pair's length-2 paths (its common neighbours), projected to C (0: off).
+    mask_targets: leave each step's positive edges out of the GNN's propagation
+      (`gae.RemovedEdges`), so a training pair's embeddings do not see its own edge.
+    loss: "bce" (OGB's) or "auc" (`gae.ranking_loss`, PLNLP's pairwise square loss).
+    num_neg: K, uniform random negatives per positive in training (OGB: 1).
+    ema: decay of an exponential moving average of the parameters, updated every step and used
+      for scoring and the checkpoint (0: score the raw parameters).
   """
   encoder: str = "gcn"
   hidden: int = 256
@@ -78,13 +93,24 @@ class FullSEGConfig:
   lr: float = 0.005
   batch_size: int = 65536
   adjacency: str = "auto"
+  path_pool: int = 0
+  mask_targets: bool = False
+  loss: str = "bce"
+  ema: float = 0.0
+  num_neg: int = 1
 
   def __post_init__(self):
     self.gae_config()  # validates the shared fields
-    for name in ("num_buckets", "structure_hidden"):
+    for name in ("num_buckets", "structure_hidden", "path_pool", "num_neg"):
       value = getattr(self, name)
-      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise GraphError(f"FullSEGConfig.{name} must be an integer >= 1, got {value!r}")
+      low = 0 if name == "path_pool" else 1
+      if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise GraphError(f"FullSEGConfig.{name} must be an integer >= {low}, got {value!r}")
+    if not 0.0 <= self.ema < 1.0:
+      raise GraphError(f"FullSEGConfig.ema must lie in [0, 1), got {self.ema!r}")
+    if self.loss not in gae.LOSSES:
+      raise GraphError(f"FullSEGConfig.loss must be one of {', '.join(gae.LOSSES)}, got "
+                       f"{self.loss!r}")
     if self.num_buckets < 2:
       raise GraphError(f"FullSEGConfig.num_buckets must be >= 2, got {self.num_buckets}")
 
@@ -112,18 +138,22 @@ def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
     "decoder": {"lin_0": [H + S + 2, H], ..., "lin_{L-1}": [H, 1]}} (torch.nn.Linear init).
   """
   k_gnn, k_s0, k_s1, k_dec = jax.random.split(rng, 4)
+  k_pool = jax.random.fold_in(rng, 1)
   gnn = gae.init(cfg.gae_config(), num_nodes, num_features, k_gnn)
   del gnn["decoder"]
   s = cfg.structure_hidden
   structure = {"lin_0": gae._torch_linear(k_s0, hist_dim, s),  # pylint: disable=protected-access
                "lin_1": gae._torch_linear(k_s1, s, s)}  # pylint: disable=protected-access
   decoder = {}
-  width = cfg.hidden + s + 2
+  width = cfg.hidden + s + 2 + cfg.path_pool
   for i, k in enumerate(jax.random.split(k_dec, cfg.decoder_layers)):
     out = 1 if i == cfg.decoder_layers - 1 else cfg.hidden
     decoder[f"lin_{i}"] = gae._torch_linear(k, width, out)  # pylint: disable=protected-access
     width = cfg.hidden
-  return {"gnn": gnn, "structure": structure, "decoder": decoder}
+  params = {"gnn": gnn, "structure": structure, "decoder": decoder}
+  if cfg.path_pool:
+    params["pool"] = gae._torch_linear(k_pool, cfg.hidden, cfg.path_pool, bias=False)  # pylint: disable=protected-access
+  return params
 
 
 def structure_code(params: dict[str, Any], hist: jax.Array) -> jax.Array:
@@ -135,9 +165,20 @@ def structure_code(params: dict[str, Any], hist: jax.Array) -> jax.Array:
   return x[:, 0] * x[:, 1]
 
 
+def path_pool(params: dict[str, Any], z: jax.Array, pairs: jax.Array,
+              adj: jax.Array) -> jax.Array:
+  """[P, C] sum of (z W_pool) over the nodes w with u-w-v paths (A[u, w] A[w, v] = 1).
+
+  adj is the [N, N] 0/1 training adjacency without self loops, so neither u nor v is counted
+  and the target edge u-v does not change the set."""
+  y = z @ params["pool"]["kernel"]
+  m = adj[pairs[:, 0]] * adj[pairs[:, 1]]
+  return m @ y
+
+
 def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Array,
            paths: jax.Array, cfg: FullSEGConfig, *, train: bool = False,
-           rng: jax.Array | None = None) -> jax.Array:
+           rng: jax.Array | None = None, adj: jax.Array | None = None) -> jax.Array:
   """Link logits.
 
   Args:
@@ -152,8 +193,10 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
   Returns:
     [P] float32 logits.
   """
-  x = jnp.concatenate([z[pairs[:, 0]] * z[pairs[:, 1]], structure_code(params, hist),
-                       jnp.log1p(paths)], axis=-1)
+  parts = [z[pairs[:, 0]] * z[pairs[:, 1]], structure_code(params, hist), jnp.log1p(paths)]
+  if cfg.path_pool:
+    parts.append(path_pool(params, z, pairs, adj))
+  x = jnp.concatenate(parts, axis=-1)
   for i in range(cfg.decoder_layers):
     p = params["decoder"][f"lin_{i}"]
     x = x @ p["kernel"] + p["bias"]
@@ -165,31 +208,45 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
 
 
 class FullSEGState(NamedTuple):
+  """`params` trained by Adam (`opt_state`); `ema` their moving average (None without one)."""
   params: dict[str, Any]
   opt_state: Any
+  ema: dict[str, Any] | None = None
 
 
 class _Batch(NamedTuple):
-  pairs: jax.Array  # [2B, 2] positives then negatives
-  hist: jax.Array  # [2B, 2, 2K]
-  paths: jax.Array  # [2B, 2]
+  pairs: jax.Array  # [(1 + K) B, 2] positives, then K blocks of B negatives
+  hist: jax.Array  # [(1 + K) B, 2, 2 * num_buckets]
+  paths: jax.Array  # [(1 + K) B, 2]
   mask: jax.Array  # [B] False on padded positives (and their negatives)
 
 
-def _train_step(state: FullSEGState, graph: gae.GraphArrays, batch: _Batch, key: jax.Array, *,
+def _train_step(state: FullSEGState, graph: gae.GraphArrays, adj, batch: _Batch, key: jax.Array, *,
                 cfg: FullSEGConfig, optimizer: optax.GradientTransformation
                 ) -> tuple[FullSEGState, jax.Array]:
   k_enc, k_dec = jax.random.split(key)
   gcfg = cfg.gae_config()
 
+  removed = None
+  if cfg.mask_targets:
+    pos = batch.pairs[:batch.mask.shape[0]]
+    removed = gae.RemovedEdges(senders=jnp.concatenate([pos[:, 0], pos[:, 1]]),
+                               receivers=jnp.concatenate([pos[:, 1], pos[:, 0]]),
+                               mask=jnp.concatenate([batch.mask, batch.mask]))
+
   def loss_fn(params):
-    z = gae.encode(params["gnn"], graph, gcfg, train=True, rng=k_enc)
-    logits = decode(params, z, batch.pairs, batch.hist, batch.paths, cfg, train=True, rng=k_dec)
-    return gae.pair_loss(logits, batch.mask)
+    z = gae.encode(params["gnn"], graph, gcfg, train=True, rng=k_enc, removed=removed)
+    logits = decode(params, z, batch.pairs, batch.hist, batch.paths, cfg, train=True, rng=k_dec,
+                    adj=adj)
+    return gae.link_loss(cfg.loss, logits, batch.mask)
 
   loss, grads = jax.value_and_grad(loss_fn)(state.params)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-  return FullSEGState(optax.apply_updates(state.params, updates), opt_state), loss
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema
+  if ema is not None:
+    ema = jax.tree.map(lambda e, p: cfg.ema * e + (1.0 - cfg.ema) * p, ema, params)
+  return FullSEGState(params, opt_state, ema), loss
 
 
 class FullSEGRunner:
@@ -215,6 +272,15 @@ class FullSEGRunner:
     self.graph = gae.make_graph(self.num_nodes, split.train_pos, cfg.gae_config(),
                                 split.features)
     self.batch = min(cfg.batch_size, self._pos.shape[0])
+    self.adj = None
+    if cfg.path_pool:
+      if self.num_nodes > path_features.DENSE_MAX_NODES:
+        raise GraphError(f"path_pool needs a dense [N, N] adjacency: N = {self.num_nodes} > "
+                         f"{path_features.DENSE_MAX_NODES}; pass path_pool=0")
+      a = np.zeros((self.num_nodes, self.num_nodes), np.float32)
+      a[np.repeat(np.arange(self.num_nodes), np.diff(indptr)), indices] = 1.0
+      np.fill_diagonal(a, 0.0)
+      self.adj = jnp.asarray(a)
     self._optimizer = optax.adam(cfg.lr)
     self._step = jax.jit(functools.partial(_train_step, cfg=cfg, optimizer=self._optimizer))
     self._encode = jax.jit(functools.partial(gae.encode, cfg=cfg.gae_config(), train=False))
@@ -225,18 +291,21 @@ class FullSEGRunner:
   def init(self) -> FullSEGState:
     params = init(self.cfg, self.num_nodes, self.num_features, self.featurizer.hist_dim,
                   jax.random.key(self.seed))
-    return FullSEGState(params, self._optimizer.init(params))
+    ema = jax.tree.map(jnp.copy, params) if self.cfg.ema else None
+    return FullSEGState(params, self._optimizer.init(params), ema)
 
   def params(self, state: FullSEGState) -> dict[str, Any]:
-    return state.params
+    """The parameters scored and saved: the moving average when `cfg.ema` is set."""
+    return state.params if state.ema is None else state.ema
 
   def train_epoch(self, state: FullSEGState, epoch: int) -> tuple[FullSEGState, dict]:
-    """One pass over a (seed, epoch)-seeded permutation of the positives, each batch with as many
-    uniform random negatives (drawn and labelled on the host for the whole epoch first)."""
-    num, b = self._pos.shape[0], self.batch
+    """One pass over a (seed, epoch)-seeded permutation of the positives, each batch with
+    `num_neg` times as many uniform random negatives (drawn and labelled on the host for the
+    whole epoch first)."""
+    num, b, k = self._pos.shape[0], self.batch, self.cfg.num_neg
     rng = np.random.default_rng((self.seed, int(epoch)))
     perm = rng.permutation(num)
-    neg = rng.integers(0, self.num_nodes, size=(num, 2), dtype=np.int64).astype(np.int32)
+    neg = rng.integers(0, self.num_nodes, size=(num * k, 2), dtype=np.int64).astype(np.int32)
     neg_hist, neg_paths = self.featurizer(neg)
     key = jax.random.fold_in(jax.random.key(self.seed), int(epoch))
     losses, counts = [], []
@@ -245,16 +314,17 @@ class FullSEGRunner:
       rows = np.zeros(b, np.int64)
       rows[:idx.size] = idx
       mask = np.arange(b) < idx.size
+      neg_rows = (rows[None, :] + num * np.arange(k)[:, None]).reshape(-1)  # K blocks of B
       batch = _Batch(
-          pairs=np.concatenate([self._pos[rows], neg[rows]]),
-          hist=np.concatenate([self._pos_hist[rows], neg_hist[rows]]),
-          paths=np.concatenate([self._pos_paths[rows], neg_paths[rows]]),
+          pairs=np.concatenate([self._pos[rows], neg[neg_rows]]),
+          hist=np.concatenate([self._pos_hist[rows], neg_hist[neg_rows]]),
+          paths=np.concatenate([self._pos_paths[rows], neg_paths[neg_rows]]),
           mask=mask)
-      state, loss = self._step(state, self.graph, batch, jax.random.fold_in(key, step))
+      state, loss = self._step(state, self.graph, self.adj, batch, jax.random.fold_in(key, step))
       losses.append(loss)
       counts.append(idx.size)
     loss = float(np.average(np.asarray(jax.device_get(losses)), weights=counts))
-    return state, {"loss": loss, "pairs": 2 * num}
+    return state, {"loss": loss, "pairs": (1 + k) * num}
 
   def _features(self, pairs: np.ndarray, name: str | None):
     if name is not None and name in self._cache and np.array_equal(self._cache[name][0], pairs):
@@ -265,11 +335,11 @@ class FullSEGRunner:
     return hist, paths
 
   def _embed(self, state: FullSEGState) -> jax.Array:
-    leaves = jax.tree.leaves(state.params)
+    leaves = jax.tree.leaves(self.params(state))
     if self._z_cache is not None and len(leaves) == len(self._z_cache[0]) and all(
         a is b for a, b in zip(leaves, self._z_cache[0])):
       return self._z_cache[1]
-    z = self._encode(state.params["gnn"], self.graph)
+    z = self._encode(self.params(state)["gnn"], self.graph)
     self._z_cache = (leaves, z)
     return z
 
@@ -290,5 +360,6 @@ class FullSEGRunner:
       rows = np.zeros(chunk, np.int64)
       rows[:stop - start] = np.arange(start, stop)
       out[start:stop] = np.asarray(self._decode(
-          state.params, z, pairs[rows].astype(np.int32), hist[rows], paths[rows]))[:stop - start]
+          self.params(state), z, pairs[rows].astype(np.int32), hist[rows], paths[rows],
+          adj=self.adj))[:stop - start]
     return out

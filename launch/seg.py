@@ -39,10 +39,22 @@ _OPTIONS = {
     "gnn": flags.DEFINE_enum("gnn", "full", ["subgraph", "full"], "seg: a GCN over the whole "
                              "graph fused with exact path labels, or DGCNN on each pair's "
                              "enclosing subgraph (the seg/seal flags below)."),
+    "encoder": flags.DEFINE_enum("encoder", "gcn", ["gcn", "sage"], "seg --gnn=full: the "
+                                 "ordinary GNN over the whole graph."),
     "num_buckets": flags.DEFINE_integer("num_buckets", 12, "seg --gnn=full: log-scale buckets of "
                                         "the length-3 path counts."),
     "structure_hidden": flags.DEFINE_integer("structure_hidden", 64, "seg --gnn=full: "
                                              "structure encoder width."),
+    "path_pool": flags.DEFINE_integer("path_pool", 0, "seg --gnn=full: width of the pooled "
+                                      "GNN embeddings of the pair's common neighbours (0: off)."),
+    "mask_targets": flags.DEFINE_bool("mask_targets", False, "seg --gnn=full: leave each "
+                                      "step's positive edges out of the GNN's propagation."),
+    "loss": flags.DEFINE_enum("loss", "bce", ["bce", "auc"], "seg --gnn=full: BCE (OGB's) or "
+                              "the pairwise square AUC loss (PLNLP)."),
+    "ema": flags.DEFINE_float("ema", 0.0, "seg --gnn=full: decay of the parameters' moving "
+                              "average used for scoring (0: off)."),
+    "num_neg": flags.DEFINE_integer("num_neg", 1, "seg --gnn=full: random negatives per "
+                                    "training positive."),
     # SEG / SEAL (graphs.subgraph_runner.SubgraphConfig)
     "num_hops": flags.DEFINE_integer("num_hops", 1, "seg/seal: hops of the enclosing subgraph."),
     "max_nodes_per_hop": flags.DEFINE_integer("max_nodes_per_hop", None,

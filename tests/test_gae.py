@@ -105,6 +105,40 @@ class LayerTest(parameterized.TestCase):
          "lin_neigh": {"kernel": jnp.asarray(wn, jnp.float32)}}
     np.testing.assert_allclose(_sage_conv(p, graph.features, graph), want, rtol=1e-5, atol=1e-5)
 
+  @parameterized.named_parameters(("gcn_dense", "gcn", "dense"), ("gcn_sparse", "gcn", "sparse"),
+                                  ("sage_dense", "sage", "dense"),
+                                  ("sage_sparse", "sage", "sparse"))
+  def test_removed_edges_drop_their_messages(self, encoder, adjacency):
+    # Leaving edges out == the layer's operator with those entries zeroed, normalisation kept.
+    n = 12
+    edges = _random_graph(n, 0.4, seed=5)
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    cfg = gae.GAEConfig(encoder=encoder, adjacency=adjacency)
+    graph = gae.make_graph(n, edges, cfg, x)
+    op = (gae.dense_gcn_adjacency if encoder == "gcn" else gae.dense_mean_adjacency)(
+        n, *_both(edges))
+    take = edges[[0, 3, 5]]
+    zeroed = op.copy()
+    zeroed[take[:, 0], take[:, 1]] = zeroed[take[:, 1], take[:, 0]] = 0
+    # both directions of three edges, then two padding rows pointing at a real edge
+    senders = np.concatenate([take[:, 0], take[:, 1], edges[[1, 1], 0]])
+    receivers = np.concatenate([take[:, 1], take[:, 0], edges[[1, 1], 1]])
+    removed = gae.RemovedEdges(jnp.asarray(senders, jnp.int32), jnp.asarray(receivers, jnp.int32),
+                               jnp.asarray(np.arange(8) < 6))
+    w1, w2, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    if encoder == "gcn":
+      p = {"kernel": jnp.asarray(w1, jnp.float32), "bias": jnp.asarray(b, jnp.float32)}
+      want = zeroed @ x @ w1 + b
+      got = jax.jit(gae.gcn_conv)(p, graph.features, graph, removed)
+    else:
+      p = {"lin_self": {"kernel": jnp.asarray(w1, jnp.float32), "bias": jnp.asarray(b, jnp.float32)},
+           "lin_neigh": {"kernel": jnp.asarray(w2, jnp.float32)}}
+      want = x @ w1 + b + zeroed @ x @ w2
+      got = jax.jit(gae.sage_conv)(p, graph.features, graph, removed)
+    self.assertGreater(np.abs(zeroed - op).max(), 0.05)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
   def test_wrong_graph_for_encoder(self):
     graph = gae.make_graph(4, self.EDGES, gae.GAEConfig(encoder="sage", adjacency="dense"),
                            np.ones((4, 1), np.float32))
@@ -184,6 +218,24 @@ class DecodeTest(parameterized.TestCase):
     pairs = np.array([[0, 1], [3, 3], [4, 2]])
     np.testing.assert_allclose(_decode(params, jnp.asarray(z), jnp.asarray(pairs), cfg),
                                np.sum(z[pairs[:, 0]] * z[pairs[:, 1]], axis=1), rtol=1e-6)
+
+
+  def test_losses(self):
+    # positives 2.0, 0.5, -1.0 (the last padding), their negatives 1.0, 0.5, 3.0
+    logits = jnp.array([2.0, 0.5, -1.0, 1.0, 0.5, 3.0])
+    mask = jnp.array([True, True, False])
+    self.assertAlmostEqual(float(gae.link_loss("auc", logits, mask)), (0.0 + 1.0) / 2, places=6)
+    sp = lambda t: np.log1p(np.exp(-t))  # BCE of a positive logit t; a negative's is sp(-t)
+    want = (sp(2.0) + sp(-1.0) + sp(0.5) + sp(-0.5)) / 2
+    self.assertAlmostEqual(float(gae.link_loss("bce", logits, mask)), want, places=5)
+    # K = 2 negatives per positive: a second block 0.0, 1.5, 9.0 averages in
+    logits2 = jnp.concatenate([logits, jnp.array([0.0, 1.5, 9.0])])
+    self.assertAlmostEqual(float(gae.link_loss("auc", logits2, mask)),
+                           ((0.0 + 1.0) / 2 + (1.0 + 4.0) / 2) / 2, places=6)
+    want2 = (sp(2.0) + (sp(-1.0) + sp(-0.0)) / 2 + sp(0.5) + (sp(-0.5) + sp(-1.5)) / 2) / 2
+    self.assertAlmostEqual(float(gae.link_loss("bce", logits2, mask)), want2, places=5)
+    with self.assertRaisesRegex(GraphError, "loss must be one of bce, auc"):
+      gae.link_loss("hinge", logits, mask)
 
 
 class ConfigTest(parameterized.TestCase):

@@ -127,6 +127,74 @@ class FullSEGTest(absltest.TestCase):
         state.params)
     self.assertGreater(float(np.abs(grads["structure"]["lin_0"]["kernel"]).max()), 0.0)
 
+  def test_path_pool_sums_common_neighbours(self):
+    runner = self._runner(path_pool=5)
+    state = runner.init()
+    adj = np.asarray(runner.adj)
+    self.assertEqual(adj.diagonal().sum(), 0)
+    train = np.asarray(runner.split.train_pos)
+    np.testing.assert_array_equal(adj[train[:, 0], train[:, 1]], 1)
+    z = runner._embed(state)  # pylint: disable=protected-access
+    y = np.asarray(z) @ np.asarray(state.params["pool"]["kernel"])
+    pairs = np.concatenate([train[:3], np.asarray(runner.split.test_pos)[:3], [[0, 0]]])
+    got = np.asarray(seg_full.path_pool(state.params, z, pairs, runner.adj))
+    for p, (u, v) in enumerate(pairs):
+      common = [w for w in range(runner.num_nodes)
+                if w not in (u, v) and adj[u, w] and adj[w, v]]
+      self.assertTrue(common or u == v)
+      np.testing.assert_allclose(got[p], y[common].sum(0), rtol=1e-5, atol=1e-5)
+
+  def test_ema_is_what_is_scored(self):
+    runner = self._runner(ema=0.9, batch_size=4096)  # one step per epoch
+    state = runner.init()
+    before = state.params
+    state, _ = runner.train_epoch(state, 0)
+    want = jax.tree.map(lambda a, b: 0.9 * np.asarray(a) + 0.1 * np.asarray(b), before,
+                        state.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 runner.params(state), want)
+    self.assertIs(runner.params(state), state.ema)
+    pairs = np.asarray(runner.split.test_pos)[:5]
+    raw = runner.score(state._replace(ema=None), pairs)
+    self.assertFalse(np.allclose(runner.score(state, pairs), raw))
+
+  def test_num_neg_batches(self):
+    runner = self._runner(num_neg=3, batch_size=16)
+    seen = []
+    step = runner._step  # pylint: disable=protected-access
+
+    def spy(state, graph, adj, batch, key):
+      seen.append(batch)
+      return step(state, graph, adj, batch, key)
+
+    runner._step = spy  # pylint: disable=protected-access
+    _, stats = runner.train_epoch(runner.init(), 0)
+    num = runner.split.train_pos.shape[0]
+    self.assertEqual(stats["pairs"], 4 * num)
+    for batch in seen:
+      self.assertEqual(batch.pairs.shape, (4 * 16, 2))
+      self.assertEqual(batch.hist.shape[0], 4 * 16)
+    # the K negative blocks of a step are different pairs, labelled as their own
+    negs = seen[0].pairs[16:].reshape(3, 16, 2)
+    self.assertFalse(np.array_equal(negs[0], negs[1]))
+    hist, paths = runner.featurizer(seen[0].pairs)
+    np.testing.assert_array_equal(seen[0].hist, hist)
+    np.testing.assert_array_equal(seen[0].paths, paths)
+
+  def test_options_run(self):
+    # target masking, the pooled readout and the ranking loss together, through the launcher path
+    tmp = pathlib.Path(self.create_tempdir().full_path)
+    edges = tmp / "edges.txt"
+    write_cliques(edges)
+    cfg = link_train.LinkTrainConfig(
+        dataset=str(edges), model="seg", epochs=30, eval_every=10, model_options=dict(
+            gnn="full", hidden=16, embedding_dim=16, structure_hidden=8, batch_size=64, lr=0.01,
+            num_buckets=4, path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2))
+    results = link_train.train_and_evaluate(cfg, str(tmp / "run"))
+    self.assertLess(results["history"][-1]["loss"], 0.6 * results["history"][0]["loss"])
+    self.assertGreater(results["test/hits@20"], 0.5, results)
+    self.assertEqual(results["config"]["runner"]["path_pool"], 8)
+
   def test_tiny_run_learns(self):
     tmp = pathlib.Path(self.create_tempdir().full_path)
     edges = tmp / "edges.txt"
@@ -147,6 +215,12 @@ class FullSEGTest(absltest.TestCase):
       seg_full.FullSEGConfig(num_buckets=1)
     with self.assertRaisesRegex(GraphError, "encoder"):
       seg_full.FullSEGConfig(encoder="gat")
+    with self.assertRaisesRegex(GraphError, "ema must lie in"):
+      seg_full.FullSEGConfig(ema=1.0)
+    with self.assertRaisesRegex(GraphError, "loss must be one of"):
+      seg_full.FullSEGConfig(loss="hinge")
+    with self.assertRaisesRegex(GraphError, "path_pool must be an integer >= 0"):
+      seg_full.FullSEGConfig(path_pool=-1)
     split = clique_split()
     with self.assertRaisesRegex(GraphError, "gnn applies to model seg only"):
       link_train.make_runner("seal", split, 0, {"gnn": "full"})
