@@ -25,7 +25,8 @@ import numpy as np
 
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
 _MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or variants: "
-                            "seg-subgraph, seg-nopair, seg-perlength, seg-cn, gcn-b16k).")
+                            "seg-subgraph, seg-nopair, seg-perlength, seg-cn, gcn-b16k, "
+                            "seg-ema, seg-sage, seg-mask, seg-auc, seg-neg3, seg-pool).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
@@ -62,7 +63,14 @@ VARIANTS = {"seg-full": ("seg", []),  # the default SEG, named as in earlier tab
             "seg-nopair": ("seg-subgraph", ["--nopair_readout"]),
             "seg-perlength": ("seg-subgraph", ["--per_length"]),
             "seg-cn": ("seg-subgraph", ["--pair_counts"]),
-            "gcn-b16k": ("gcn", ["--batch_size=16384"])}
+            "gcn-b16k": ("gcn", ["--batch_size=16384"]),
+            # full-graph SEG options (see graphs/seg_full.py), each alone on the seg preset
+            "seg-ema": ("seg", ["--ema=0.99"]),
+            "seg-sage": ("seg", ["--encoder=sage"]),
+            "seg-mask": ("seg", ["--mask_targets"]),
+            "seg-auc": ("seg", ["--loss=auc"]),
+            "seg-neg3": ("seg", ["--num_neg=3"]),
+            "seg-pool": ("seg", ["--path_pool=32"])}
 for _dataset in ("cora", "ogbl-ddi"):
   for _name, (_base, _extra) in VARIANTS.items():
     PRESETS[(_dataset, _name)] = PRESETS[(_dataset, _base)] + _extra

@@ -112,6 +112,9 @@ def make_runner(model: str, split: link_data.LinkSplit, seed: int, options: dict
   else:
     from graphs import gae  # pylint: disable=g-import-not-at-top
     cls, cfg_cls = gae.GAERunner, gae.GAEConfig
+    if "encoder" in options:
+      raise GraphError(f"encoder applies to model seg (gnn=full) only; model {model} is "
+                       "already the encoder")
     options = dict(options, encoder=model)
   known = {f.name for f in dataclasses.fields(cfg_cls)}
   unknown = sorted(set(options) - known)

@@ -18,8 +18,8 @@ round, as the abstract describes them ("path labeling ... incorporated into an o
   OGB's loss (BCE over positives + BCE over as many uniform random negatives).
 
 Options beyond that reconstruction (all off by default, each a flag of `launch.seg`):
-`path_pool` adds a label-grouped readout of the GNN: the sum of the projected embeddings of the
-nodes with label c2 = 1 (the pair's common neighbours, NCN's readout), from the dense 0/1 training
+`path_pool` adds a label-grouped readout of the GNN: the mean of the projected embeddings of the
+nodes with label c2 = 1 (the pair's common neighbours; NCN sums them), from the dense 0/1 training
 adjacency (N <= `path_features.DENSE_MAX_NODES`); `mask_targets` leaves each step's positive edges
 out of the GNN's propagation (`gae.RemovedEdges`); `loss="auc"` is PLNLP's pairwise ranking loss;
 `num_neg` draws K negatives per positive; `ema` scores a moving average of the parameters.
@@ -72,7 +72,7 @@ class FullSEGConfig:
     lr: Adam learning rate.
     batch_size: positive pairs per step (as many random negatives are added).
     adjacency: GNN propagation, "auto", "dense" or "sparse" (`gae.use_dense`).
-    path_pool: C, width of the label-pooled readout: the sum of the GNN embeddings of the nodes
+    path_pool: C, width of the label-pooled readout: the mean of the GNN embeddings of the nodes
       on the pair's length-2 paths (its common neighbours), projected to C (0: off).
     mask_targets: leave each step's positive edges out of the GNN's propagation
       (`gae.RemovedEdges`), so a training pair's embeddings do not see its own edge.
@@ -167,13 +167,15 @@ def structure_code(params: dict[str, Any], hist: jax.Array) -> jax.Array:
 
 def path_pool(params: dict[str, Any], z: jax.Array, pairs: jax.Array,
               adj: jax.Array) -> jax.Array:
-  """[P, C] sum of (z W_pool) over the nodes w with u-w-v paths (A[u, w] A[w, v] = 1).
+  """[P, C] mean of (z W_pool) over the nodes w with u-w-v paths (A[u, w] A[w, v] = 1; zero when
+  there are none; their number is already a decoder input).
 
   adj is the [N, N] 0/1 training adjacency without self loops, so neither u nor v is counted
-  and the target edge u-v does not change the set."""
+  and the target edge u-v does not change the set. (A sum, NCN's readout, trained worse on ddi:
+  hundreds of common neighbours give inputs hundreds of times larger than z_u * z_v.)"""
   y = z @ params["pool"]["kernel"]
   m = adj[pairs[:, 0]] * adj[pairs[:, 1]]
-  return m @ y
+  return (m @ y) / jnp.maximum(m.sum(axis=-1, keepdims=True), 1.0)
 
 
 def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Array,

@@ -101,6 +101,17 @@ class LaunchSegTest(absltest.TestCase):
     self.assertEqual(printed["model"], "seal")
     self.assertTrue(np.isfinite(printed["test/hits@100"]))
     self.assertTrue((tmp / "run" / "results.json").is_file())
+    # The full-graph SEG's options reach its config.
+    r = testutil.run_module("launch.seg", f"--dataset={edges}", "--model=seg", "--epochs=1",
+                            "--encoder=sage", "--path_pool=4", "--mask_targets", "--loss=auc",
+                            "--num_neg=2", "--ema=0.9", "--hidden=8", "--embedding_dim=8",
+                            f"--output_dir={tmp / 'full'}")
+    self.assertEqual(r.returncode, 0, r.stderr)
+    runner_cfg = json.loads((tmp / "full" / "results.json").read_text())["config"]["runner"]
+    self.assertEqual({k: runner_cfg[k] for k in ("encoder", "path_pool", "mask_targets", "loss",
+                                                 "num_neg", "ema")},
+                     {"encoder": "sage", "path_pool": 4, "mask_targets": True, "loss": "auc",
+                      "num_neg": 2, "ema": 0.9})
     # A flag of another model, a missing OGB root, a bad edge-list line.
     testutil.assert_one_line_error(
         self, testutil.run_module("launch.seg", f"--dataset={edges}", "--model=gcn", "--lam=2",

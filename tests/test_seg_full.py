@@ -127,7 +127,7 @@ class FullSEGTest(absltest.TestCase):
         state.params)
     self.assertGreater(float(np.abs(grads["structure"]["lin_0"]["kernel"]).max()), 0.0)
 
-  def test_path_pool_sums_common_neighbours(self):
+  def test_path_pool_averages_common_neighbours(self):
     runner = self._runner(path_pool=5)
     state = runner.init()
     adj = np.asarray(runner.adj)
@@ -142,7 +142,8 @@ class FullSEGTest(absltest.TestCase):
       common = [w for w in range(runner.num_nodes)
                 if w not in (u, v) and adj[u, w] and adj[w, v]]
       self.assertTrue(common or u == v)
-      np.testing.assert_allclose(got[p], y[common].sum(0), rtol=1e-5, atol=1e-5)
+      want = y[common].mean(0) if common else np.zeros(y.shape[1])
+      np.testing.assert_allclose(got[p], want, rtol=1e-5, atol=1e-5)
 
   def test_ema_is_what_is_scored(self):
     runner = self._runner(ema=0.9, batch_size=4096)  # one step per epoch
@@ -228,6 +229,12 @@ class FullSEGTest(absltest.TestCase):
       link_train.make_runner("seg", split, 0, {"gnn": "both"})
     self.assertIsInstance(link_train.make_runner("seg", split, 0, {"hidden": 8}),
                           seg_full.FullSEGRunner)  # the default
+    with self.assertRaisesRegex(GraphError, "encoder applies to model seg"):
+      link_train.make_runner("gcn", split, 0, {"encoder": "sage"})
+    with self.assertRaisesRegex(GraphError, "options ema do not apply"):
+      link_train.make_runner("gcn", split, 0, {"ema": 0.9})
+    self.assertEqual(link_train.make_runner("seg", split, 0, {"encoder": "sage"}).cfg.encoder,
+                     "sage")
     with self.assertRaisesRegex(GraphError, "options gnn_hidden do not apply"):
       link_train.make_runner("seg", split, 0, {"gnn": "full", "gnn_hidden": 8})
 
