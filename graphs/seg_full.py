@@ -29,8 +29,8 @@ features can be computed in numba before the jitted step; the positives' feature
 once (the preprocessing time), the evaluation pairs' once per split name.
 
 Pure functions: `init(cfg, num_nodes, num_features, hist_dim, rng) -> params` ({"gnn": gae
-params without a decoder, "structure": {...}, "decoder": {...}}), `apply(params, graph, z_pairs,
-hist, paths, cfg, ...) -> logits`; `FullSEGRunner` has the runner interface of
+params without a decoder, "structure": {...}, "decoder": {...}, "pool"?: {...}}), `gae.encode`
+for z, `decode(params, z, pairs, hist, paths, cfg, ..., adj=) -> logits`; `FullSEGRunner` has the runner interface of
 `graphs/link_train.py` (`init`, `train_epoch`, `score`, `params`).
 """
 
@@ -135,7 +135,8 @@ def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
 
   Returns:
     {"gnn": {"embedding"?, "encoder"}, "structure": {"lin_0": [2B, S], "lin_1": [S, S]},
-    "decoder": {"lin_0": [H + S + 2, H], ..., "lin_{L-1}": [H, 1]}} (torch.nn.Linear init).
+    "decoder": {"lin_0": [H + S + 2 + C, H], ..., "lin_{L-1}": [H, 1]}, and with C =
+    `path_pool` > 0 "pool": {"kernel": [H, C]}} (torch.nn.Linear init).
   """
   k_gnn, k_s0, k_s1, k_dec = jax.random.split(rng, 4)
   k_pool = jax.random.fold_in(rng, 1)
@@ -191,10 +192,13 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
     cfg: the hyperparameters.
     train: dropout between decoder layers (needs `rng`).
     rng: dropout key.
+    adj: [N, N] 0/1 training adjacency without self loops, needed when `cfg.path_pool` > 0.
 
   Returns:
     [P] float32 logits.
   """
+  if cfg.path_pool and adj is None:
+    raise GraphError("decode: path_pool > 0 needs the [N, N] adjacency (adj=)")
   parts = [z[pairs[:, 0]] * z[pairs[:, 1]], structure_code(params, hist), jnp.log1p(paths)]
   if cfg.path_pool:
     parts.append(path_pool(params, z, pairs, adj))
