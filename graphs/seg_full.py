@@ -30,8 +30,8 @@ once (the preprocessing time), the evaluation pairs' once per split name.
 
 Pure functions: `init(cfg, num_nodes, num_features, hist_dim, rng) -> params` ({"gnn": gae
 params without a decoder, "structure": {...}, "decoder": {...}, "pool"?: {...}}), `gae.encode`
-for z, `decode(params, z, pairs, hist, paths, cfg, ..., adj=) -> logits`; `FullSEGRunner` has the runner interface of
-`graphs/link_train.py` (`init`, `train_epoch`, `score`, `params`).
+for z, `decode(params, z, pairs, hist, paths, cfg, ..., adj=) -> logits`; `FullSEGRunner` has
+the runner interface of `graphs/link_train.py` (`init`, `train_epoch`, `score`, `params`).
 """
 
 import dataclasses
@@ -153,7 +153,8 @@ def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
     width = cfg.hidden
   params = {"gnn": gnn, "structure": structure, "decoder": decoder}
   if cfg.path_pool:
-    params["pool"] = gae._torch_linear(k_pool, cfg.hidden, cfg.path_pool, bias=False)  # pylint: disable=protected-access
+    params["pool"] = gae._torch_linear(  # pylint: disable=protected-access
+        k_pool, cfg.hidden, cfg.path_pool, bias=False)
   return params
 
 

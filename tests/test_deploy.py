@@ -89,6 +89,30 @@ class EngineTest(absltest.TestCase):
       self.assertEqual(r.output_ids, want)
       self.assertEqual(r.finish_reason, "length" if len(want) == k else "stop")
 
+  def test_bfloat16_kv_cache(self):
+    model = tiny_model()
+    rng = np.random.default_rng(3)
+    jobs = [rng.integers(3, 128, size=n).tolist() for n in (5, 37, 12, 70)]
+    outputs = {}
+    for dtype in (None, "bfloat16"):
+      eng = engine_lib.Engine(model, engine_lib.EngineConfig(
+          num_slots=2, max_seq_len=160, min_cache_len=16, kv_cache_dtype=dtype)).start()
+      try:
+        requests = [eng.submit(ids, _greedy(20)) for ids in jobs]
+        outputs[dtype] = [(r.text(), r.output_ids)[1] for r in requests]
+        stored = eng.cache["k"].dtype
+      finally:
+        eng.stop()
+      self.assertEqual(stored, jax.numpy.bfloat16 if dtype else model.params[
+          "embed_tokens"]["embedding"].dtype)
+    # Only the stored keys and values are rounded: greedy tokens mostly agree (exact agreement
+    # would pin rounding, not behaviour).
+    pairs = [(a, b) for x, y in zip(outputs[None], outputs["bfloat16"]) for a, b in zip(x, y)]
+    self.assertGreater(len(pairs), 40)
+    self.assertGreaterEqual(np.mean([a == b for a, b in pairs]), 0.8)
+    with self.assertRaisesRegex(Exception, "kv_cache_dtype must be"):
+      engine_lib.EngineConfig(kv_cache_dtype="int8")
+
   def test_seeded_sampling_does_not_depend_on_the_other_rows(self):
     model = tiny_model()
     params = engine_lib.SamplingParams(max_tokens=12, temperature=0.9, top_p=0.8, top_k=20,

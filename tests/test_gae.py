@@ -132,7 +132,8 @@ class LayerTest(parameterized.TestCase):
       want = zeroed @ x @ w1 + b
       got = jax.jit(gae.gcn_conv)(p, graph.features, graph, removed)
     else:
-      p = {"lin_self": {"kernel": jnp.asarray(w1, jnp.float32), "bias": jnp.asarray(b, jnp.float32)},
+      p = {"lin_self": {"kernel": jnp.asarray(w1, jnp.float32),
+                        "bias": jnp.asarray(b, jnp.float32)},
            "lin_neigh": {"kernel": jnp.asarray(w2, jnp.float32)}}
       want = x @ w1 + b + zeroed @ x @ w2
       got = jax.jit(gae.sage_conv)(p, graph.features, graph, removed)
