@@ -228,9 +228,9 @@ class _Batch(NamedTuple):
   mask: jax.Array  # [B] False on padded positives (and their negatives)
 
 
-def _train_step(state: FullSEGState, graph: gae.GraphArrays, adj, batch: _Batch, key: jax.Array, *,
-                cfg: FullSEGConfig, optimizer: optax.GradientTransformation
-                ) -> tuple[FullSEGState, jax.Array]:
+def _train_step(state: FullSEGState, graph: gae.GraphArrays, adj: jax.Array | None,
+                batch: _Batch, key: jax.Array, *, cfg: FullSEGConfig,
+                optimizer: optax.GradientTransformation) -> tuple[FullSEGState, jax.Array]:
   k_enc, k_dec = jax.random.split(key)
   gcfg = cfg.gae_config()
 
