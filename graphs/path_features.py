@@ -36,6 +36,19 @@ DENSE_MAX_NODES = 8192  # A^2 as an [N, N] uint16/int32 matrix up to here (128 M
 _CHUNK = 256  # Pairs per parallel work item (one marker array each).
 
 
+def dense_adjacency(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+  """[N, N] float32 0/1 adjacency of a CSR graph (a self loop in the CSR stays on the diagonal).
+
+  Args:
+    indptr: [N + 1] CSR offsets.
+    indices: [E] neighbour ids (both directions of every undirected edge).
+  """
+  n = indptr.size - 1
+  a = np.zeros((n, n), np.float32)
+  a[np.repeat(np.arange(n), np.diff(indptr)), indices] = 1.0
+  return a
+
+
 def square_counts(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
   """[N, N] int32 A^2 of a CSR graph without multi-edges: entry (a, b) counts a-x-b walks.
 
@@ -46,10 +59,7 @@ def square_counts(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
   Returns:
     [N, N] int32, symmetric for a symmetric graph.
   """
-  n = indptr.size - 1
-  a = np.zeros((n, n), np.float32)
-  rows = np.repeat(np.arange(n), np.diff(indptr))
-  a[rows, indices] = 1.0
+  a = dense_adjacency(indptr, indices)
   # float32 holds every integer below 2^24 exactly; a count is at most N - 2.
   return np.rint(a @ a).astype(np.int32)
 

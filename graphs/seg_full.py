@@ -284,8 +284,7 @@ class FullSEGRunner:
       if self.num_nodes > path_features.DENSE_MAX_NODES:
         raise GraphError(f"path_pool needs a dense [N, N] adjacency: N = {self.num_nodes} > "
                          f"{path_features.DENSE_MAX_NODES}; pass path_pool=0")
-      a = np.zeros((self.num_nodes, self.num_nodes), np.float32)
-      a[np.repeat(np.arange(self.num_nodes), np.diff(indptr)), indices] = 1.0
+      a = path_features.dense_adjacency(indptr, indices)
       np.fill_diagonal(a, 0.0)
       self.adj = jnp.asarray(a)
     self._optimizer = optax.adam(cfg.lr)

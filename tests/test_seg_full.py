@@ -182,29 +182,26 @@ class FullSEGTest(absltest.TestCase):
     np.testing.assert_array_equal(seen[0].hist, hist)
     np.testing.assert_array_equal(seen[0].paths, paths)
 
-  def test_options_run(self):
-    # target masking, the pooled readout and the ranking loss together, through the launcher path
+  def _tiny_run(self, **options):
+    """30 epochs of the full-graph SEG on the clique edge list, through `link_train`."""
     tmp = pathlib.Path(self.create_tempdir().full_path)
     edges = tmp / "edges.txt"
     write_cliques(edges)
     cfg = link_train.LinkTrainConfig(
         dataset=str(edges), model="seg", epochs=30, eval_every=10, model_options=dict(
             gnn="full", hidden=16, embedding_dim=16, structure_hidden=8, batch_size=64, lr=0.01,
-            num_buckets=4, path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2))
-    results = link_train.train_and_evaluate(cfg, str(tmp / "run"))
+            num_buckets=4, **options))
+    return link_train.train_and_evaluate(cfg, str(tmp / "run"))
+
+  def test_options_run(self):
+    # target masking, the pooled readout and the ranking loss together, through the launcher path
+    results = self._tiny_run(path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2)
     self.assertLess(results["history"][-1]["loss"], 0.6 * results["history"][0]["loss"])
     self.assertGreater(results["test/hits@20"], 0.5, results)
     self.assertEqual(results["config"]["runner"]["path_pool"], 8)
 
   def test_tiny_run_learns(self):
-    tmp = pathlib.Path(self.create_tempdir().full_path)
-    edges = tmp / "edges.txt"
-    write_cliques(edges)
-    cfg = link_train.LinkTrainConfig(
-        dataset=str(edges), model="seg", epochs=30, eval_every=10, model_options=dict(
-            gnn="full", hidden=16, embedding_dim=16, structure_hidden=8, batch_size=64, lr=0.01,
-            num_buckets=4))
-    results = link_train.train_and_evaluate(cfg, str(tmp / "run"))
+    results = self._tiny_run()
     first, last = results["history"][0]["loss"], results["history"][-1]["loss"]
     self.assertLess(last, 0.6 * first, results["history"])
     # Held-out clique edges have 4 common neighbours, random pairs about none.
