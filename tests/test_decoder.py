@@ -227,5 +227,75 @@ class UnstackedLayersTest(absltest.TestCase):
       decoder.apply(short, self.tokens, self.cfg)
 
 
+class PackedPrefillTest(parameterized.TestCase):
+  """`decoder.apply_with_prefill`: a decode step and packed prompts in one pass."""
+
+  def setUp(self):
+    super().setUp()
+    # Windows (4 and global), sandwich norms and soft-capping all touch the two parts.
+    self.cfg = models.ModelConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=3, num_heads=4,
+        num_kv_heads=2, head_dim=8, layer_windows=(4, 0, 4), sandwich_norms=True,
+        attn_logit_softcap=50.0, final_logit_softcap=30.0, qkv_bias=True)
+    self.params = decoder.init(self.cfg, jax.random.key(0))
+
+  @parameterized.parameters(False, True)
+  def test_equals_a_separate_decode_step_and_separate_prefills(self, unstack):
+    cfg = self.cfg
+    params = decoder.unstack_layers(self.params) if unstack else self.params
+    rng = np.random.default_rng(0)
+    # Two cached rows (row 1 idle on this step) after a 7-token prefill with left padding.
+    cache = decoder.init_cache(cfg, 2, 16, per_layer=unstack)
+    first = jnp.asarray(rng.integers(0, 64, (2, 7)))
+    pmask = jnp.ones((2, 7), bool).at[1, :2].set(False)
+    _, cache = decoder.apply(params, first, cfg, mask=pmask, cache=cache)
+    step = jnp.asarray(rng.integers(0, 64, (2, 1)))
+    active = jnp.asarray([[True], [False]])
+    want, want_cache = decoder.apply(params, step, cfg, mask=active, cache=cache,
+                                     last_only=True)
+    # Prompts of 5 and 6 tokens (past the window of 4) packed into 13 columns.
+    prompts = [rng.integers(0, 64, 5), rng.integers(0, 64, 6)]
+    tokens = np.zeros((1, 13), np.int32)
+    segments = np.zeros((1, 13), np.int32)
+    positions = np.zeros((1, 13), np.int32)
+    tokens[0, :5], tokens[0, 5:11] = prompts
+    segments[0, :5], segments[0, 5:11] = 1, 2
+    positions[0, :5], positions[0, 5:11] = np.arange(5), np.arange(6)
+    last = jnp.asarray([4, 10, 10])  # the third entry is unused
+    got, got_cache, plogits, pkv = decoder.apply_with_prefill(
+        params, step, cfg, cache, mask=active, prefill_tokens=jnp.asarray(tokens),
+        prefill_segments=jnp.asarray(segments), prefill_positions=jnp.asarray(positions),
+        prefill_last=last)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=0)
+    for name in ("k", "v", "valid", "next_pos"):
+      np.testing.assert_allclose(np.asarray(jax.tree.leaves(got_cache[name])),
+                                 np.asarray(jax.tree.leaves(want_cache[name])), atol=1e-6)
+    self.assertEqual(plogits.shape, (3, 64))
+    ks = np.asarray(pkv["k"] if not unstack else np.stack(pkv["k"]))  # [L, 1, K, W, hd]
+    vs = np.asarray(pkv["v"] if not unstack else np.stack(pkv["v"]))  # [L, 1, K, hd, W]
+    self.assertEqual(ks.shape, (3, 1, 2, 13, 8))
+    self.assertEqual(vs.shape, (3, 1, 2, 8, 13))
+    for p, (lo, hi) in zip(prompts, ((0, 5), (5, 11))):
+      alone = decoder.init_cache(cfg, 1, 8, per_layer=unstack)
+      ref, alone = decoder.apply(params, jnp.asarray(p)[None], cfg, cache=alone)
+      np.testing.assert_allclose(np.asarray(plogits[0 if lo == 0 else 1]),
+                                 np.asarray(ref[0, -1]), atol=1e-5, rtol=0)
+      ref_k = np.asarray(jax.tree.leaves(alone["k"]))
+      ref_v = np.asarray(jax.tree.leaves(alone["v"]))
+      ref_k = ref_k.reshape(3, 1, 2, 8, 8)
+      ref_v = ref_v.reshape(3, 1, 2, 8, 8)
+      np.testing.assert_allclose(ks[..., lo:hi, :], ref_k[..., :hi - lo, :], atol=1e-5)
+      np.testing.assert_allclose(vs[..., lo:hi], ref_v[..., :hi - lo], atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(plogits[2]), np.asarray(plogits[1]))
+
+  def test_rejects_what_it_cannot_pack(self):
+    block = dict(prefill_tokens=jnp.zeros((1, 4), jnp.int32),
+                 prefill_segments=jnp.ones((1, 4), jnp.int32),
+                 prefill_positions=jnp.arange(4)[None], prefill_last=jnp.asarray([3]))
+    with self.assertRaisesRegex(ValueError, "packed prefill block needs a cache"):
+      decoder.apply_with_prefill(self.params, jnp.zeros((1, 1), jnp.int32), self.cfg, None,
+                                 mask=jnp.ones((1, 1), bool), **block)
+
+
 if __name__ == "__main__":
   absltest.main()

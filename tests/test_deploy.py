@@ -48,6 +48,10 @@ def tiny_model():
   return _TINY["model"]
 
 
+# Three slots over a short cache, so rows join mid-way and the cache shifts.
+_BATCHING_CONFIG = dict(num_slots=3, max_seq_len=160, min_cache_len=16)
+
+
 def _greedy(max_tokens):
   return engine_lib.SamplingParams(max_tokens=max_tokens, temperature=0.0)
 
@@ -63,14 +67,42 @@ class EngineTest(absltest.TestCase):
     self.assertTrue(decoder.cache_uses_layers(flat.params))
     self._check_continuous_batching(flat)
 
-  def _check_continuous_batching(self, model):
+  def test_prompts_prefilled_inside_decode_steps_match_one_request_at_a_time(self):
+    # Prompts of <= 24 tokens (5, 12, 3, 20, 9) ride in the decode steps, two at a time when
+    # they fit; 37 and 70 tokens are prefilled alone, between them in arrival order.
+    for model in (tiny_model(), dataclasses.replace(
+        tiny_model(), params=decoder.unstack_layers(tiny_model().params))):
+      stats = self._check_continuous_batching(model, mixed_prefill_tokens=24)
+      self.assertEqual((stats["prefills"], stats["packed_prefills"]), (7, 5))
+
+  def test_precompile_covers_what_serving_runs(self):
+    model = tiny_model()
+    config = _BATCHING_CONFIG | dict(max_seq_len=100, mixed_prefill_tokens=24)
+    eng = engine_lib.Engine(model, engine_lib.EngineConfig(**config))
+    self.assertGreater(eng.precompile(1000), 10)
+    jitted = [engine_lib._prefill, engine_lib._insert, engine_lib._decode,  # pylint: disable=W0212
+              engine_lib._decode_prefill, engine_lib._insert_packed,  # pylint: disable=W0212
+              engine_lib._relayout]  # pylint: disable=W0212
+    compiled = [f._cache_size() for f in jitted]  # pylint: disable=W0212
+    eng.start()
+    try:
+      with self.assertRaisesRegex(RuntimeError, "before start"):
+        eng.precompile(100)
+    finally:
+      eng.stop()
+    stats = self._check_continuous_batching(model, max_seq_len=100, mixed_prefill_tokens=24)
+    self.assertGreater(stats["relayouts"], 0)
+    # Serving (prompts up to 70 tokens, rows up to 95) compiled nothing new.
+    self.assertEqual([f._cache_size() for f in jitted], compiled)  # pylint: disable=W0212
+
+  def _check_continuous_batching(self, model, **config):
     rng = np.random.default_rng(0)
     # Prompt lengths across buckets (16, 32, 64, 96) and outputs long enough to fill the cache,
     # so rows join mid-way, leave at different steps and the cache gets shifted.
     jobs = [(rng.integers(3, 128, size=n).tolist(), k)
             for n, k in [(5, 40), (37, 9), (12, 70), (70, 25), (3, 33), (20, 60), (9, 3)]]
-    eng = engine_lib.Engine(model, engine_lib.EngineConfig(
-        num_slots=3, max_seq_len=160, min_cache_len=16)).start()
+    eng = engine_lib.Engine(model, engine_lib.EngineConfig(**(_BATCHING_CONFIG | config)))
+    eng.start()
     try:
       requests = [eng.submit(ids, _greedy(k)) for ids, k in jobs]
       for r in requests:
@@ -80,14 +112,16 @@ class EngineTest(absltest.TestCase):
       eng.stop()
     self.assertGreater(stats["relayouts"], 0)
     # Every prompt bucket compiled a prefill, and decode / insert / relayout shapes come on top.
-    buckets = {engine_lib.prompt_bucket(len(ids)) for ids, _ in jobs}
-    self.assertGreater(stats["compiled_shapes"], len(buckets))
+    if not config:
+      buckets = {engine_lib.prompt_bucket(len(ids)) for ids, _ in jobs}
+      self.assertGreater(stats["compiled_shapes"], len(buckets))
     self.assertLess(stats["steps"], sum(k for _, k in jobs))  # rows did share steps
     for (ids, k), r in zip(jobs, requests):
       want = gen.generate(model.params, model.cfg, [ids], gen.SamplingConfig(max_new_tokens=k),
                           eos_ids=model.eos_ids)[0]
       self.assertEqual(r.output_ids, want)
       self.assertEqual(r.finish_reason, "length" if len(want) == k else "stop")
+    return stats
 
   def test_bfloat16_kv_cache(self):
     model = tiny_model()

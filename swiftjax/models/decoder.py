@@ -436,6 +436,57 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
   Returns:
     `(logits [B, T, V] float32, updated cache or None)`.
   """
+  logits, new_cache, _ = _forward(
+      params, tokens, cfg, mask=mask, positions=positions, cache=cache,
+      compute_dtype=compute_dtype, last_only=last_only, embeds=embeds,
+      s2_group_size=s2_group_size, residual_hook=residual_hook, hook_params=hook_params,
+      segment_ids=segment_ids)
+  return logits, new_cache
+
+
+def apply_with_prefill(params: Params, tokens: jax.Array, cfg: ModelConfig, cache: Cache, *,
+                       mask: jax.Array, prefill_tokens: jax.Array,
+                       prefill_segments: jax.Array, prefill_positions: jax.Array,
+                       prefill_last: jax.Array, compute_dtype: Any = None
+                       ) -> tuple[jax.Array, Cache, jax.Array, Cache]:
+  """One cached step for every row plus the prefill of a packed block of new prompts, in one
+  pass over the weights (prefill "piggybacked" on decode, as Sarathi-Serve and vLLM's chunked
+  prefill do): the projections and MLPs run on the `B*T + W` tokens together, so a few-row
+  decode step and a short prompt share each weight read instead of paying for one each.
+
+  The decode part is exactly `apply(params, tokens, cfg, mask=mask, cache=cache,
+  last_only=True)`. The prefill part is a packed row (`swiftjax.data.packing`'s layout):
+  prompt p occupies the tokens where `prefill_segments == p` (1, 2, ...; 0 is padding),
+  attends causally within its own segment only and never to the cache; its keys and values
+  come back as a one-row cache of W columns for the caller to copy into a cache row.
+
+  Args:
+    params, cfg, compute_dtype: as `apply`.
+    tokens: `[B, T]` the decode rows' new tokens; `mask` `[B, T]` False on rows that are idle.
+    cache: the decode rows' KV cache (`init_cache`), updated as by `apply`.
+    prefill_tokens, prefill_segments, prefill_positions: `[1, W]` token ids, segment ids and
+      RoPE positions (0, 1, ... within each segment).
+    prefill_last: `[P]` int, the column of each segment's last token (P static; repeat a
+      column for unused entries).
+
+  Returns:
+    `(logits [B, 1, V], cache, prefill_logits [P, V], prefill_kv)` with logits float32 and
+    `prefill_kv` = `{"k": [L, 1, K, W, hd], "v": [L, 1, K, hd, W]}` (per-layer tuples when the
+    layers are unstacked), `init_cache`'s layout for one row of W columns.
+  """
+  side = {"tokens": prefill_tokens, "segments": prefill_segments,
+          "positions": prefill_positions, "last": prefill_last}
+  logits, new_cache, side_out = _forward(params, tokens, cfg, mask=mask, cache=cache,
+                                         compute_dtype=compute_dtype, last_only=True,
+                                         side=side)
+  return logits, new_cache, side_out["logits"], {"k": side_out["k"], "v": side_out["v"]}
+
+
+def _forward(params, tokens, cfg, *, mask=None, positions=None, cache=None, compute_dtype=None,
+             last_only=False, embeds=None, s2_group_size=None, residual_hook=None,
+             hook_params=None, segment_ids=None, side=None):
+  """`apply`'s body; `side` is `apply_with_prefill`'s packed prefill block (or None).
+  Returns `(logits, new_cache, side_out)`."""
   if (tokens is None) == (embeds is None):
     raise ValueError("pass exactly one of tokens and embeds")
   B, T = tokens.shape if tokens is not None else embeds.shape[:2]
@@ -478,6 +529,21 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     causal = causal[:, None, None] & jnp.where(second_half, shifted, plain)
 
   x = (embed(params, tokens) if embeds is None else embeds).astype(dtype)
+  n_main = B * T
+  if side is not None:
+    if (cache is None or embeds is not None or segment_ids is not None or s2_group_size
+        or residual_hook is not None or cfg.mrope_section):
+      raise ValueError("a packed prefill block needs a cache and token inputs, and does not "
+                       "combine with segment_ids, s2_group_size, residual_hook or M-RoPE")
+    # Every position-wise op runs on one flat row: the B*T decode tokens, then the W
+    # prefill tokens; only attention treats the two parts apart.
+    side_seg = side["segments"][0]
+    side_distance = jnp.arange(side_seg.shape[0])[:, None] - jnp.arange(side_seg.shape[0])
+    side_causal = ((side_seg[:, None] == side_seg[None, :]) & (side_seg[None, :] > 0)
+                   & (side_distance >= 0))
+    x = jnp.concatenate([x.reshape(1, n_main, -1),
+                         embed(params, side["tokens"]).astype(dtype)], axis=1)
+    positions = jnp.concatenate([positions.reshape(1, n_main), side["positions"]], axis=1)
   if cfg.embed_scale:
     x = x * jnp.asarray(cfg.hidden_size ** 0.5, dtype)
 
@@ -491,14 +557,25 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     allowed = causal & (in_window if causal.ndim == 5 else in_window[None])
     h = norm(p, "input_layernorm", x)
     a = p["self_attn"]
-    q = _proj(h, a["q_proj"], dtype).reshape(B, T, cfg.num_heads, cfg.head_dim)
-    k = _proj(h, a["k_proj"], dtype).reshape(B, T, cfg.num_kv_heads, cfg.head_dim)
-    v = _proj(h, a["v_proj"], dtype).reshape(B, T, cfg.num_kv_heads, cfg.head_dim)
+    rows, cols = x.shape[:2]  # (B, T), or (1, B*T + W) with a prefill block
+    q = _proj(h, a["q_proj"], dtype).reshape(rows, cols, cfg.num_heads, cfg.head_dim)
+    k = _proj(h, a["k_proj"], dtype).reshape(rows, cols, cfg.num_kv_heads, cfg.head_dim)
+    v = _proj(h, a["v_proj"], dtype).reshape(rows, cols, cfg.num_kv_heads, cfg.head_dim)
     if cfg.qk_norm:
       q = norm(a, "q_norm", q)
       k = norm(a, "k_norm", k)
     q = apply_rope(q, positions, inv_freq, cfg.mrope_section)
-    k = apply_rope(k, positions, inv_freq, cfg.mrope_section).transpose(0, 2, 1, 3)
+    k = apply_rope(k, positions, inv_freq, cfg.mrope_section)
+    side_kv = None
+    if side is not None:
+      # The prefill block attends within its segments, from its own keys and values.
+      qs, ks, vs = q[:, n_main:], k[:, n_main:].transpose(0, 2, 1, 3), v[:, n_main:]
+      vs = vs.transpose(0, 2, 3, 1)
+      s_window = (window == 0) | (side_distance < window)
+      side_out = _attention(qs, ks, vs, (side_causal & s_window)[None], cfg)
+      side_kv = (ks, vs)
+      q, k, v = (t[:, :n_main].reshape((B, T) + t.shape[2:]) for t in (q, k, v))
+    k = k.transpose(0, 2, 1, 3)
     v = v.transpose(0, 2, 3, 1)  # k [B, K, T, hd], v [B, K, hd, T] (as `init_cache`)
     if k_cache is not None and k_cache.ndim == 4:
       # This layer's own buffer (per-layer cache), updated in place and read as it is.
@@ -515,7 +592,10 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
     else:
       k_all, v_all = k, v
-    h = _proj(_attention(q, k_all, v_all, allowed, cfg), a["o_proj"], dtype)
+    out = _attention(q, k_all, v_all, allowed, cfg)
+    if side is not None:
+      out = jnp.concatenate([out.reshape(1, n_main, -1), side_out], axis=1)
+    h = _proj(out, a["o_proj"], dtype)
     if cfg.sandwich_norms:
       h = norm(p, "post_attention_layernorm", h)
       x = x + h
@@ -532,7 +612,7 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     x = x + h
     if residual_hook is not None:
       x = residual_hook(hp, x, i)
-    return (x, k_cache, v_cache), None
+    return (x, k_cache, v_cache), side_kv
 
   k_cache = cache["k"] if cache is not None else None
   v_cache = cache["v"] if cache is not None else None
@@ -547,11 +627,14 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
     if per_layer_cache and len(k_cache) != cfg.num_layers:
       raise ValueError(f"a per-layer cache of {len(k_cache)} layers for a config of "
                        f"{cfg.num_layers}")
-    new_k, new_v = [], []
+    new_k, new_v, side_k, side_v = [], [], [], []
     for i, layer in enumerate(params["layers"]):
       hp = None if hook_params is None else jax.tree.map(lambda a, i=i: a[i], hook_params)
       carry = ((x, k_cache[i], v_cache[i]) if per_layer_cache else (x, k_cache, v_cache))
-      (x, k_i, v_i), _ = body(carry, (layer, cfg.windows[i], i, hp))
+      (x, k_i, v_i), kv_i = body(carry, (layer, cfg.windows[i], i, hp))
+      if kv_i is not None:
+        side_k.append(kv_i[0])
+        side_v.append(kv_i[1])
       if per_layer_cache:
         new_k.append(k_i)
         new_v.append(v_i)
@@ -561,18 +644,38 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       new_k, new_v = tuple(new_k), tuple(new_v)
     else:
       new_k, new_v = k_cache, v_cache
+    side_k, side_v = tuple(side_k), tuple(side_v)
   else:
     if per_layer_cache:
       raise ValueError("a per-layer cache (init_cache(per_layer=True)) needs unstacked layers "
                        "(decoder.unstack_layers); use the stacked cache with stacked layers")
     layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
                 jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
-    (x, new_k, new_v), _ = jax.lax.scan(body, (x, k_cache, v_cache), layer_xs,
-                                        unroll=cfg.scan_unroll)
+    (x, new_k, new_v), side_kv = jax.lax.scan(body, (x, k_cache, v_cache), layer_xs,
+                                              unroll=cfg.scan_unroll)
+    side_k, side_v = side_kv if side_kv is not None else (None, None)
 
+  side_out = None
+  if side is not None:
+    # One head matmul for the decode rows' last tokens and the prompts' last tokens.
+    last = x[0, n_main + side["last"]]  # [P, D]
+    x = jnp.concatenate([x[0, :n_main].reshape(B, T, -1)[:, -1], last], axis=0)[:, None]
   if last_only:
     x = x[:, -1:]
-  x = rms_norm(x, params["norm"]["scale"], cfg)
+  logits = _head(params, rms_norm(x, params["norm"]["scale"], cfg), cfg, dtype)
+  if side is not None:
+    side_out = {"logits": logits[B:, 0], "k": side_k, "v": side_v}
+    logits = logits[:B]
+
+  new_cache = None
+  if cache is not None:
+    new_cache = {"k": new_k, "v": new_v, "valid": valid, "end": end + T,
+                 "next_pos": cache["next_pos"] + jnp.sum(mask, axis=1, dtype=jnp.int32)}
+  return logits, new_cache, side_out
+
+
+def _head(params: Params, x: jax.Array, cfg: ModelConfig, dtype: Any) -> jax.Array:
+  """Final-normed hidden states `[B, T, D]` -> float32 logits `[B, T, V]` (soft-capped)."""
   if cfg.tie_word_embeddings:
     # Tied head: x @ E^T. A plain table contracts directly; other kinds (packed storage)
     # go through `linear` with their registered transpose.
@@ -584,10 +687,4 @@ def apply(params: Params, tokens: jax.Array | None, cfg: ModelConfig, *,
       logits = linear(x, transpose(table), dtype).astype(jnp.float32)
   else:
     logits = linear(x, params["lm_head"]["kernel"], dtype).astype(jnp.float32)
-  logits = _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)
-
-  new_cache = None
-  if cache is not None:
-    new_cache = {"k": new_k, "v": new_v, "valid": valid, "end": end + T,
-                 "next_pos": cache["next_pos"] + jnp.sum(mask, axis=1, dtype=jnp.int32)}
-  return logits, new_cache
+  return _softcap(logits.astype(jnp.float32), cfg.final_logit_softcap)

@@ -5,7 +5,11 @@ with one row per slot (B = `num_slots`), and one thread that loops:
 
   1. admit: while a slot is free and a request waits, prefill the request alone (batch 1,
      its prompt left-padded to `Tb = prompt_bucket(n)`), sample its first token, and copy its
-     keys/values into the slot's row at columns `[end - Tb, end)`;
+     keys/values into the slot's row at columns `[end - Tb, end)`. With
+     `EngineConfig.mixed_prefill_tokens = W`, prompts of at most W tokens are instead packed
+     (in arrival order, as many as fit in W tokens) into a block that rides along the next
+     decode step (`decoder.apply_with_prefill`: one pass over the weights for both), and
+     each prompt's keys/values are copied into its slot after that step;
   2. decode: every slot feeds its last token through one jitted `decoder.apply` step with
      static shapes `[B, 1]`; free slots are masked out (`mask=False` writes nothing valid and
      does not advance their position); tokens are sampled per row with each request's own
@@ -24,6 +28,7 @@ prompt bucket.
 """
 
 import collections
+import ctypes
 import dataclasses
 import functools
 import itertools
@@ -72,6 +77,11 @@ class EngineConfig:
       On XLA:CPU the upcast is slow: decode ran ~3.4x slower at 2,048 columns (78 vs 23
       tok/s, `bench.bench_engine_memory --mode=kv_dtype`),
       so it is for when memory, not speed, is the limit.
+    mixed_prefill_tokens: W > 0 packs prompts of at most W tokens into a W-token block
+      prefilled inside the decode step (up to `W // 16` prompts per step), so a short prompt
+      shares the step's weight reads instead of paying for a forward pass of its own, and
+      only one extra program per cache length is compiled, whatever the prompt lengths.
+      Longer prompts are prefilled alone. 0: every prompt is prefilled alone.
   """
   num_slots: int = 16
   max_seq_len: int = 2048
@@ -79,6 +89,7 @@ class EngineConfig:
   timeout_s: float = 300.0
   min_cache_len: int = 64
   kv_cache_dtype: str | None = None
+  mixed_prefill_tokens: int = 0
 
   def __post_init__(self):
     if self.kv_cache_dtype not in (None, "float32", "bfloat16"):
@@ -89,6 +100,9 @@ class EngineConfig:
         raise errors.ConfigError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.timeout_s <= 0:
       raise errors.ConfigError(f"EngineConfig.timeout_s must be > 0, got {self.timeout_s}")
+    if self.mixed_prefill_tokens < 0:
+      raise errors.ConfigError("EngineConfig.mixed_prefill_tokens must be >= 0 (0: off), got "
+                               f"{self.mixed_prefill_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +298,54 @@ def _decode(params, tokens, active, cache, cfg, compute_dtype):
   return logits[:, -1], cache
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "compute_dtype"), donate_argnames=("cache",))
+def _decode_prefill(params, tokens, active, cache, block, cfg, compute_dtype):
+  """`_decode` plus a packed prefill block (`block`: `[1, W]` tokens / segments / positions
+  and `[P]` last columns) -> (logits `[B, V]`, cache, prompt logits `[P, V]`, block keys and
+  values)."""
+  logits, cache, plogits, kv = decoder.apply_with_prefill(
+      params, tokens[:, None], cfg, cache, mask=active[:, None],
+      prefill_tokens=block["tokens"], prefill_segments=block["segments"],
+      prefill_positions=block["positions"], prefill_last=block["last"],
+      compute_dtype=compute_dtype)
+  return logits[:, -1], cache, plogits, kv
+
+
+@functools.partial(jax.jit, donate_argnames=("cache", "seen"))
+def _insert_packed(cache, seen, kv, new_seen, slot, start, n):
+  """Copies columns `[start, start + n)` of a packed block's keys/values (W columns, one row)
+  into row `slot`, ending at column `end` (which must be >= W), and makes them its only valid
+  columns; the copy is a fixed W-column window, so one compile serves every prompt length."""
+  zero = jnp.zeros((), jnp.int32)
+  w = _kv_width(kv)
+  first = cache["end"] - w
+
+  out = dict(cache)
+  for name in ("k", "v"):
+    def put(buf, part, col=_COLUMN_AXIS[name]):
+      axis = part.ndim + col
+      pad = [(0, 0)] * part.ndim
+      pad[axis] = (part.shape[axis], 0)
+      # Padded on the left by W, the window of W columns ending at start + n begins at
+      # start + n (in padded columns): the prompt at its right end, zeros or others before.
+      window = jax.lax.dynamic_slice_in_dim(jnp.pad(part, pad), start + n, part.shape[axis],
+                                            axis=axis)
+      index = [zero] * buf.ndim
+      index[buf.ndim - 4], index[buf.ndim + col] = slot, first
+      return jax.lax.dynamic_update_slice(buf, window.astype(buf.dtype), index)
+    out[name] = jax.tree.map(put, cache[name], kv[name])
+  row = jnp.zeros((1, cache["valid"].shape[1]), bool)
+  row = jax.lax.dynamic_update_slice(row, (jnp.arange(w) >= w - n)[None], (zero, first))
+  out["valid"] = jax.lax.dynamic_update_slice(cache["valid"], row, (slot, zero))
+  out["next_pos"] = cache["next_pos"].at[slot].set(n)
+  return out, jax.lax.dynamic_update_slice(seen, new_seen, (slot, zero))
+
+
+def _kv_width(kv) -> int:
+  """Columns of a one-row block of keys (`[(L,) 1, K, W, hd]` or per-layer tuples)."""
+  return jax.tree.leaves(kv["k"])[0].shape[-2]
+
+
 @functools.partial(jax.jit, static_argnames=("new_len",))
 def _relayout(cache, delta, new_len):
   """Moves every column c to c + delta in a cache of `new_len` columns (gaps are invalid)."""
@@ -296,6 +358,17 @@ def _relayout(cache, delta, new_len):
         cache[name])
   out["valid"] = jnp.take(cache["valid"], cols, axis=1, mode="fill", fill_value=False)
   return out
+
+
+def _trim_heap() -> None:
+  """Returns freed heap pages to the OS (glibc's `malloc_trim`; a no-op elsewhere). XLA:CPU's
+  buffers come from malloc, and glibc keeps what a burst of large temporaries freed: after
+  `Engine.precompile` for SmolLM2 (caches of up to 1,024 columns) the process held 6.4 GB, 2.3
+  GB after the trim."""
+  try:
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
 
 
 def prompt_bucket(n: int) -> int:
@@ -338,10 +411,17 @@ class Engine:
     self._penalty = np.ones(B, np.float32)
     self._seeds = np.zeros(B, np.uint32)
     self._counters = np.zeros(B, np.int32)
+    # Prompts per packed prefill block (its `last` entries are static), at least 16 tokens
+    # each on average.
+    self._max_pack = min(B, max(1, config.mixed_prefill_tokens // 16))
+    # Requests taken from the queue for the next step's packed block (failed with the step).
+    self._pack: list[Request] = []
     # Every key exists from the start, so `stats()` can copy the dict while the loop runs.
+    # Prompts prefilled inside a decode step count in `prefills` / `prefill_tokens` and
+    # `packed_prefills`; their time is in `decode_seconds`.
     self.counters = dict.fromkeys(
-        ("steps", "step_rows", "tokens", "prefills", "prefill_tokens", "relayouts", "rejected",
-         "prefill_seconds", "decode_seconds", "compiled_shapes"), 0)
+        ("steps", "step_rows", "tokens", "prefills", "prefill_tokens", "packed_prefills",
+         "relayouts", "rejected", "prefill_seconds", "decode_seconds", "compiled_shapes"), 0)
     # Distinct (function, shape) calls of the jitted prefill / insert / decode / relayout:
     # each is one compile, so their count shows whether memory growth is compiled code.
     self._shapes: set[tuple[Any, ...]] = set()
@@ -349,6 +429,66 @@ class Engine:
 
   # ----------------------------------------------------------------------------------------
   # Client side (any thread).
+
+  def precompile(self, max_len: int) -> int:
+    """Compiles, before serving, what requests of up to `max_len` tokens (capped at
+    `max_seq_len`) will run: the decode step (and packed-prefill step) for every cache length
+    such requests use, the shifts between those lengths, the prefill of every prompt bucket
+    up to `max_len`, and the copies into the cache. A compile of the unstacked SmolLM2-135M
+    takes 1-2 s on 2 CPU cores and stalls every live request when it happens mid-serving.
+    The calls run on dummy inputs built the way serving builds them, so serving finds them
+    in the jit caches. Call before `start()`.
+
+    Returns:
+      the number of programs compiled (shapes not seen before by this engine).
+    """
+    if self._thread is not None:
+      raise RuntimeError("precompile() must be called before start()")
+    before = len(self._shapes)
+    max_len = min(max_len, self.max_seq_len)
+    # A prompt block of Tb columns needs a cache longer than Tb; rows span <= max_len + 1.
+    top = prompt_bucket(max_len)
+    lengths = sorted({self._bucket_len(n) for n in range(1, top + 2)})
+    buckets = sorted({prompt_bucket(n) for n in range(self.config.mixed_prefill_tokens + 1,
+                                                       max_len + 1)})
+    width = self.config.mixed_prefill_tokens
+    idle = jnp.zeros(self.config.num_slots, bool)
+    prefilled = {}
+    for tb in buckets:
+      tokens, mask = self._prompt_arrays([0] * tb)
+      self._saw("prefill", tb)
+      prefilled[tb] = _prefill(self.model.params, tokens, mask, self.cfg,
+                               self.model.compute_dtype, self.config.kv_cache_dtype)[1:]
+    for L in lengths:
+      self._alloc(L)
+      # (`end` is donated with the cache on every call, so each call gets a fresh one.)
+      self.cache = dict(self.cache, end=jnp.asarray(L - 1, jnp.int32))
+      self._saw("decode", L)
+      _, self.cache = _decode(self.model.params, jnp.asarray(self._tokens), idle, self.cache,
+                              self.cfg, self.model.compute_dtype)
+      for other in lengths:
+        self._saw("relayout", L, other)
+        _relayout(self.cache, jnp.int32(0), other)
+      if width:
+        self.cache = dict(self.cache, end=jnp.asarray(L - 1, jnp.int32))
+        self._saw("decode_prefill", L)
+        _, self.cache, _, kv = _decode_prefill(self.model.params, jnp.asarray(self._tokens),
+                                               idle, self.cache, self._pack_block([[0]]),
+                                               self.cfg, self.model.compute_dtype)
+        self._saw("insert_packed", L)
+        row = jnp.zeros((1, self.cfg.vocab_size), bool)
+        self.cache, self.seen = _insert_packed(self.cache, self.seen, kv, row, jnp.int32(0),
+                                               jnp.int32(0), jnp.int32(1))
+      for tb in buckets:
+        if tb < L:  # a prompt block leaves a column to decode into
+          self.cache = dict(self.cache, end=jnp.asarray(L - 1, jnp.int32))
+          self._saw("insert", L, tb)
+          self.cache, self.seen = _insert(self.cache, self.seen, *prefilled[tb], jnp.int32(0))
+    jax.block_until_ready(self.cache)
+    self._alloc(self.config.min_cache_len)
+    del prefilled
+    _trim_heap()
+    return len(self._shapes) - before
 
   def start(self) -> "Engine":
     """Starts the decode loop thread."""
@@ -443,14 +583,19 @@ class Engine:
           self._lock.wait(0.5)
           continue
       try:
-        self._admit()
+        self._pack = self._admit()
         self._expire()
-        if any(self._slots):
-          self._step()
+        if self._pack or any(self._slots):
+          self._step(self._pack)
+        self._pack = []
       except Exception as e:  # pylint: disable=broad-except
         # A bug or a device failure: fail what is in flight rather than hang its clients.
         logger.exception("engine step failed")
         failure = ServeError(f"internal error: {type(e).__name__}: {e}", 500, "server_error")
+        for request in self._pack:
+          if request.finish_reason is None:
+            request._fail(failure)
+        self._pack = []
         for b, slot in enumerate(self._slots):
           if slot is not None:
             slot.request._fail(failure)
@@ -511,32 +656,45 @@ class Engine:
     oldest = min(s.start for s in self._slots if s is not None)
     self._shift(-oldest, self._bucket_len(self._end - oldest + 1))
 
-  def _admit(self) -> None:
-    """Prefills waiting requests into free slots (all of them before the next step)."""
-    while None in self._slots:
+  def _admit(self) -> list[Request]:
+    """Fills free slots from the queue, in arrival order: prompts longer than
+    `mixed_prefill_tokens` (all of them when it is 0) are prefilled now, alone; shorter ones
+    are returned, as many as fit in one packed block, to be prefilled inside the next step.
+    A short prompt that does not fit waits for the next block, and so does everything behind it."""
+    width = self.config.mixed_prefill_tokens
+    pack: list[Request] = []
+    used = 0
+    while self._slots.count(None) > len(pack):
       with self._lock:
         if not self._waiting:
-          return
-        request = self._waiting.popleft()
+          break
+        request = self._waiting[0]
+        n = len(request.prompt_ids)
+        short = n <= width
+        if short and (used + n > width or len(pack) == self._max_pack):
+          break
+        self._waiting.popleft()
       if request.cancelled:
         continue
       if time.monotonic() > request.deadline:
         request._fail(ServeError("request timed out while waiting for a slot", 504, "timeout"))
         continue
-      self._prefill_into(self._slots.index(None), request)
+      if short:
+        pack.append(request)
+        used += n
+      else:
+        self._prefill_into(self._slots.index(None), request)
+    return pack
 
   def _prefill_into(self, b: int, request: Request) -> None:
     t0 = time.perf_counter()
     p = request.params
     n = len(request.prompt_ids)
-    tb = prompt_bucket(n)
-    tokens = np.zeros((1, tb), np.int32)
-    mask = np.zeros((1, tb), bool)
-    tokens[0, tb - n:] = request.prompt_ids
-    mask[0, tb - n:] = True
+    tokens, mask = self._prompt_arrays(request.prompt_ids)
+    tb = tokens.shape[1]
     self._saw("prefill", tb)
-    logits, new, seen = _prefill(self.model.params, jnp.asarray(tokens), jnp.asarray(mask),
-                                 self.cfg, self.model.compute_dtype, self.config.kv_cache_dtype)
+    logits, new, seen = _prefill(self.model.params, tokens, mask, self.cfg,
+                                 self.model.compute_dtype, self.config.kv_cache_dtype)
     self._temperature[b], self._top_p[b], self._top_k[b] = p.temperature, p.top_p, p.top_k
     self._penalty[b], self._seeds[b], self._counters[b] = p.repetition_penalty, p.seed, 0
     token, seen = self._sample(logits, seen, [b])
@@ -549,6 +707,17 @@ class Engine:
     self.counters["prefill_tokens"] += n
     self.counters["prefill_seconds"] += time.perf_counter() - t0
     self._emit(b, int(token[0]))
+
+  @staticmethod
+  def _prompt_arrays(ids: Sequence[int]) -> tuple[jax.Array, jax.Array]:
+    """A prompt left-padded to its bucket: `[1, Tb]` tokens and mask."""
+    n = len(ids)
+    tb = prompt_bucket(n)
+    tokens = np.zeros((1, tb), np.int32)
+    mask = np.zeros((1, tb), bool)
+    tokens[0, tb - n:] = ids
+    mask[0, tb - n:] = True
+    return jnp.asarray(tokens), jnp.asarray(mask)
 
   def _sample(self, logits, seen, rows: Sequence[int]):
     r = np.asarray(rows)
@@ -571,14 +740,25 @@ class Engine:
         slot.request._fail(ServeError("request timed out", 504, "timeout"))
         self._slots[b] = None
 
-  def _step(self) -> None:
+  def _step(self, pack: Sequence[Request] = ()) -> None:
+    """One decode step for the live slots, with `pack`'s prompts prefilled inside it."""
     t0 = time.perf_counter()
     self._room_for_step()
+    if pack:
+      # The block's W-column window must end at the new `end` (= end + 1).
+      self._room_for_prompt(self.config.mixed_prefill_tokens - 1)
     active = np.array([s is not None for s in self._slots])
-    self._saw("decode", self._len)
-    logits, self.cache = _decode(self.model.params, jnp.asarray(self._tokens),
-                                 jnp.asarray(active), self.cache, self.cfg,
-                                 self.model.compute_dtype)
+    if pack:
+      block = self._pack_block([r.prompt_ids for r in pack])
+      self._saw("decode_prefill", self._len)
+      logits, self.cache, plogits, kv = _decode_prefill(
+          self.model.params, jnp.asarray(self._tokens), jnp.asarray(active), self.cache,
+          block, self.cfg, self.model.compute_dtype)
+    else:
+      self._saw("decode", self._len)
+      logits, self.cache = _decode(self.model.params, jnp.asarray(self._tokens),
+                                   jnp.asarray(active), self.cache, self.cfg,
+                                   self.model.compute_dtype)
     self._end += 1
     self._counters[:] = [s.sampled if s is not None else 0 for s in self._slots]
     rows = np.arange(self.config.num_slots)
@@ -586,11 +766,60 @@ class Engine:
     tokens = np.asarray(tokens)
     self.counters["steps"] += 1
     self.counters["step_rows"] += int(active.sum())
-    self.counters["decode_seconds"] += time.perf_counter() - t0
+    if not pack:
+      self.counters["decode_seconds"] += time.perf_counter() - t0
     for b in np.flatnonzero(active):
       self._slots[b].sampled += 1
       self._tokens[b] = tokens[b]
       self._emit(int(b), int(tokens[b]))
+    if pack:
+      self._start_packed(pack, plogits, kv)
+      self.counters["decode_seconds"] += time.perf_counter() - t0
+
+  def _pack_block(self, prompts: Sequence[Sequence[int]]) -> dict[str, jax.Array]:
+    """The packed prefill block of `prompts`: `[1, W]` tokens, segment ids (1, 2, ...; 0 on
+    padding) and positions, and `[max_pack]` last columns (unused ones repeat)."""
+    width = self.config.mixed_prefill_tokens
+    tokens = np.zeros((1, width), np.int32)
+    segments = np.zeros((1, width), np.int32)
+    positions = np.zeros((1, width), np.int32)
+    last = np.zeros(self._max_pack, np.int32)
+    at = 0
+    for j, ids in enumerate(prompts):
+      n = len(ids)
+      tokens[0, at:at + n] = ids
+      segments[0, at:at + n] = j + 1
+      positions[0, at:at + n] = np.arange(n)
+      last[j:] = at + n - 1
+      at += n
+    return {"tokens": jnp.asarray(tokens), "segments": jnp.asarray(segments),
+            "positions": jnp.asarray(positions), "last": jnp.asarray(last)}
+
+  def _start_packed(self, pack: Sequence[Request], plogits: jax.Array, kv: Any) -> None:
+    """Samples the first token of each prompt of the step's block and moves its keys and
+    values into a free slot, ending at the current column."""
+    slots = [b for b, s in enumerate(self._slots) if s is None][:len(pack)]
+    seen = np.zeros((len(pack), self.cfg.vocab_size), bool)
+    for j, (b, request) in enumerate(zip(slots, pack)):
+      p = request.params
+      self._temperature[b], self._top_p[b], self._top_k[b] = p.temperature, p.top_p, p.top_k
+      self._penalty[b], self._seeds[b], self._counters[b] = p.repetition_penalty, p.seed, 0
+      seen[j, request.prompt_ids] = True
+    tokens, seen = self._sample(plogits[:len(pack)], jnp.asarray(seen), slots)
+    tokens = np.asarray(tokens)
+    self._saw("insert_packed", self._len)
+    at = 0
+    for j, (b, request) in enumerate(zip(slots, pack)):
+      n = len(request.prompt_ids)
+      self.cache, self.seen = _insert_packed(self.cache, self.seen, kv, seen[j:j + 1],
+                                             jnp.int32(b), jnp.int32(at), jnp.int32(n))
+      at += n
+      self._slots[b] = _Slot(request, self._end - n, 1)
+      self._tokens[b] = int(tokens[j])
+      self.counters["prefills"] += 1
+      self.counters["packed_prefills"] += 1
+      self.counters["prefill_tokens"] += n
+      self._emit(b, int(tokens[j]))
 
   def _emit(self, b: int, token: int) -> None:
     """Appends one sampled token to slot b's request, sends stable new text, finishes it."""

@@ -518,11 +518,21 @@ class Server:
     api_config: what the API accepts.
     host, port: where to listen (port 0 picks a free one; see `url`).
     warmup: compile the common shapes (one short request) before listening.
+    precompile_len: before listening, compile what requests of up to this many tokens run
+      (`Engine.precompile`; 0: compile on first use, stalling the requests live then).
   """
 
   def __init__(self, model: Any, engine_config, api_config: ApiConfig,
-               host: str = "127.0.0.1", port: int = 8000, warmup: bool = True):
-    self.engine = Engine(model, engine_config).start()
+               host: str = "127.0.0.1", port: int = 8000, warmup: bool = True,
+               precompile_len: int = 0):
+    self.engine = Engine(model, engine_config)
+    # (programs compiled, seconds) by `precompile_len`, for the launcher to report.
+    self.precompiled: tuple[int, float] | None = None
+    if precompile_len:
+      t0 = time.monotonic()
+      count = self.engine.precompile(precompile_len)
+      self.precompiled = (count, time.monotonic() - t0)
+    self.engine.start()
     try:
       if warmup:
         self.engine.generate(tok_lib.encode(model.tokenizer, tok_lib.render_chat(
