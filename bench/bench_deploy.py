@@ -45,6 +45,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from bench import chat_prompts
+
 _MODEL = flags.DEFINE_string("model", None, "GGUF file (default: the embedded SmolLM2).")
 _CLIENTS = flags.DEFINE_integer("clients", 16, "Concurrent clients.")
 _DURATION = flags.DEFINE_float("duration_s", 60.0, "Length of the load phase (seconds).")
@@ -69,23 +71,6 @@ _NUM_PROMPTS = flags.DEFINE_integer(
     "prompt bucket or cache length appears: a soak then tells leaks from compiled code.")
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-_FALLBACK_PROMPTS = [
-    "What is the capital of France?", "Give three tips for staying healthy.",
-    "Explain photosynthesis in one paragraph.", "Write a haiku about autumn.",
-    "What are the primary colours?", "Describe the water cycle.",
-    "Name five animals that live in the ocean.", "How do airplanes fly?"]
-
-
-def prompts() -> list[str]:
-  """Alpaca instructions from the shared data (in file order), or a built-in list."""
-  path = REPO.parent / "shared" / "data" / "llamafactory" / "data" / "alpaca_en_demo.json"
-  if not path.is_file():
-    return _FALLBACK_PROMPTS
-  rows = json.loads(path.read_text())
-  return [(r["instruction"] + ("\n" + r["input"] if r.get("input") else "")).strip()
-          for r in rows if r.get("instruction")]
-
-
 def rss_mb(pid: int) -> float:
   for line in open(f"/proc/{pid}/status"):
     if line.startswith("VmRSS:"):
@@ -197,7 +182,7 @@ class Baseline:
       for threads in (1, default):
         torch.set_num_threads(threads)
         t = time.perf_counter()
-        speed[threads] = self.answer(_FALLBACK_PROMPTS[0], 16) / (time.perf_counter() - t)
+        speed[threads] = self.answer(chat_prompts.FALLBACK[0], 16) / (time.perf_counter() - t)
       torch.set_num_threads(max(speed, key=speed.get))
     self.threads = torch.get_num_threads()
 
@@ -238,7 +223,7 @@ def _health(port: int) -> dict:
 
 def main(argv):
   del argv
-  texts = prompts()[:_NUM_PROMPTS.value or None]
+  texts = chat_prompts.prompts()[:_NUM_PROMPTS.value or None]
   proc, port, model = start_server()
   rounds = max(_ROUNDS.value, 1)
   results, base, wall, window_tokens = [], [], 0.0, 0

@@ -26,6 +26,9 @@ Parameters are a nested dict; layers are stacked on a leading `layers` axis and 
 Kernels are `[in, out]` and go through `swiftjax.linear.linear`, so any registered weight kind
 (LoRA, quantized, ...) can stand in for a dense kernel without this file knowing about it.
 Without sandwich norms `post_attention_layernorm` is the pre-MLP norm (Hugging Face's naming).
+
+`apply` runs the decoder (training, prefill, cached decode); `apply_with_prefill` runs one cached
+step together with the prefill of a packed block of new prompts (continuous-batching servers).
 """
 
 import math

@@ -23,8 +23,9 @@ tokens are contiguous columns ending at `end` (so slot distance is token distanc
 windows stay exact). When `end` reaches the cache length, all rows shift left together by the
 start of the oldest live row ("relayout", one gather); the cache length itself is a
 power-of-two bucket a little longer than the longest live row, so short conversations attend
-over short caches, and compiles stay bounded: one decode step per cache bucket, one prefill per
-prompt bucket.
+over short caches, and compiles stay bounded: one decode step (and one packed-prefill step) per
+cache bucket, one prefill per prompt bucket; `Engine.precompile` compiles them all before
+serving, so no request waits on a compile.
 """
 
 import collections
@@ -75,7 +76,7 @@ class EngineConfig:
       720 MiB for SmolLM2-135M's 16 slots x 2,048 columns); attention upcasts what it reads, so
       only the stored keys and values are rounded (greedy tokens identical on 16 x 48 there).
       On XLA:CPU the upcast is slow: decode ran ~3.4x slower at 2,048 columns (78 vs 23
-      tok/s, `bench.bench_engine_memory --mode=kv_dtype`),
+      tok/s, `bench.bench_engine --mode=kv_dtype`),
       so it is for when memory, not speed, is the limit.
     mixed_prefill_tokens: W > 0 packs prompts of at most W tokens into a W-token block
       prefilled inside the decode step (up to `W // 16` prompts per step), so a short prompt
