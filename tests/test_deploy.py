@@ -223,6 +223,8 @@ class EngineTest(absltest.TestCase):
                             timeout=240)
     self.assertEqual(r.returncode, 0, r.stderr[-2000:])
     self.assertRegex(r.stdout, r"serving tiny on http://127\.0\.0\.1:\d+/v1 \(2 slots")
+    # --precompile_len (default 512) is capped at --max_seq_len.
+    self.assertRegex(r.stdout, r"precompiled \d+ programs for requests of up to 128 tokens")
     self.assertIn("stopped", r.stdout)
 
   def test_launcher_refuses_missing_adapters_in_one_line(self):
