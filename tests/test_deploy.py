@@ -10,6 +10,7 @@ import pathlib
 import tempfile
 import threading
 import time
+from unittest import mock
 
 from absl.testing import absltest
 import jax
@@ -74,6 +75,23 @@ class EngineTest(absltest.TestCase):
         tiny_model(), params=decoder.unstack_layers(tiny_model().params))):
       stats = self._check_continuous_batching(model, mixed_prefill_tokens=24)
       self.assertEqual((stats["prefills"], stats["packed_prefills"]), (7, 5))
+
+  def test_a_failed_step_fails_its_packed_prompts_and_serving_goes_on(self):
+    eng = engine_lib.Engine(tiny_model(), engine_lib.EngineConfig(num_slots=2,
+                                                                  mixed_prefill_tokens=24))
+    eng.start()
+    try:
+      with mock.patch.object(engine_lib, "_decode_prefill",
+                             side_effect=RuntimeError("device lost")):
+        request = eng.submit([5, 6, 7], _greedy(4))
+        with self.assertRaisesRegex(engine_lib.ServeError, "device lost") as cm:
+          request.text()
+      self.assertEqual(cm.exception.status, 500)
+      self.assertLen(eng.generate([5, 6, 7], _greedy(3)).output_ids, 3)
+    finally:
+      eng.stop()
+    with self.assertRaisesRegex(ValueError, "max_len >= 1"):
+      engine_lib.Engine(tiny_model(), engine_lib.EngineConfig()).precompile(0)
 
   def test_precompile_covers_what_serving_runs(self):
     model = tiny_model()

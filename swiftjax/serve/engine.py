@@ -445,6 +445,8 @@ class Engine:
     """
     if self._thread is not None:
       raise RuntimeError("precompile() must be called before start()")
+    if max_len < 1:
+      raise ValueError(f"precompile(max_len) needs max_len >= 1, got {max_len}")
     before = len(self._shapes)
     max_len = min(max_len, self.max_seq_len)
     # A prompt block of Tb columns needs a cache longer than Tb; rows span <= max_len + 1.
@@ -584,7 +586,7 @@ class Engine:
           self._lock.wait(0.5)
           continue
       try:
-        self._pack = self._admit()
+        self._admit()
         self._expire()
         if self._pack or any(self._slots):
           self._step(self._pack)
@@ -593,8 +595,9 @@ class Engine:
         # A bug or a device failure: fail what is in flight rather than hang its clients.
         logger.exception("engine step failed")
         failure = ServeError(f"internal error: {type(e).__name__}: {e}", 500, "server_error")
-        for request in self._pack:
-          if request.finish_reason is None:
+        live = {id(slot.request) for slot in self._slots if slot is not None}
+        for request in self._pack:  # (those already in a slot are failed below)
+          if request.finish_reason is None and id(request) not in live:
             request._fail(failure)
         self._pack = []
         for b, slot in enumerate(self._slots):
@@ -666,13 +669,14 @@ class Engine:
     oldest = min(s.start for s in self._slots if s is not None)
     self._shift(-oldest, self._bucket_len(self._end - oldest + 1))
 
-  def _admit(self) -> list[Request]:
+  def _admit(self) -> None:
     """Fills free slots from the queue, in arrival order: prompts longer than
     `mixed_prefill_tokens` (all of them when it is 0) are prefilled now, alone; shorter ones
-    are returned, as many as fit in one packed block, to be prefilled inside the next step.
-    A short prompt that does not fit waits for the next block, and so does everything behind it."""
+    go to `self._pack`, as many as fit in one packed block, to be prefilled inside the next
+    step. A short prompt that does not fit waits for the next block, and so does everything
+    behind it."""
     width = self.config.mixed_prefill_tokens
-    pack: list[Request] = []
+    pack = self._pack  # filled in place, so a failure below still fails these requests
     used = 0
     while self._slots.count(None) > len(pack):
       with self._lock:
@@ -694,7 +698,6 @@ class Engine:
         used += n
       else:
         self._prefill_into(self._slots.index(None), request)
-    return pack
 
   def _prefill_into(self, b: int, request: Request) -> None:
     t0 = time.perf_counter()
