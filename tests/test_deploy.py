@@ -76,6 +76,21 @@ class EngineTest(absltest.TestCase):
       stats = self._check_continuous_batching(model, mixed_prefill_tokens=24)
       self.assertEqual((stats["prefills"], stats["packed_prefills"]), (7, 5))
 
+  def test_packed_block_is_no_wider_than_a_request(self):
+    model = tiny_model()
+    eng = engine_lib.Engine(model, engine_lib.EngineConfig(
+        num_slots=2, max_seq_len=16, min_cache_len=16, mixed_prefill_tokens=64)).start()
+    try:
+      got = eng.generate([5, 6, 7, 8, 9], _greedy(8))
+      stats = eng.stats()
+    finally:
+      eng.stop()
+    want = gen.generate(model.params, model.cfg, [[5, 6, 7, 8, 9]],
+                        gen.SamplingConfig(max_new_tokens=8), eos_ids=model.eos_ids)[0]
+    self.assertEqual(got.output_ids, want)
+    self.assertEqual(stats["packed_prefills"], 1)
+    self.assertLessEqual(stats["cache_len"], 32)  # 2 x max_seq_len at most
+
   def test_a_failed_step_fails_its_packed_prompts_and_serving_goes_on(self):
     eng = engine_lib.Engine(tiny_model(), engine_lib.EngineConfig(num_slots=2,
                                                                   mixed_prefill_tokens=24))

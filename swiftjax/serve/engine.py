@@ -414,7 +414,10 @@ class Engine:
     self._counters = np.zeros(B, np.int32)
     # Prompts per packed prefill block (its `last` entries are static), at least 16 tokens
     # each on average.
-    self._max_pack = min(B, max(1, config.mixed_prefill_tokens // 16))
+    # The packed block's width: no wider than a request can be, so the block always fits the
+    # longest cache (`_max_cache_len` >= 2 * max_seq_len).
+    self._width = min(config.mixed_prefill_tokens, limit)
+    self._max_pack = min(B, max(1, self._width // 16))
     # Requests taken from the queue for the next step's packed block (failed with the step).
     self._pack: list[Request] = []
     # Every key exists from the start, so `stats()` can copy the dict while the loop runs.
@@ -452,9 +455,9 @@ class Engine:
     # A prompt block of Tb columns needs a cache longer than Tb; rows span <= max_len + 1.
     top = prompt_bucket(max_len)
     lengths = sorted({self._bucket_len(n) for n in range(1, top + 2)})
-    buckets = sorted({prompt_bucket(n) for n in range(self.config.mixed_prefill_tokens + 1,
+    buckets = sorted({prompt_bucket(n) for n in range(self._width + 1,
                                                        max_len + 1)})
-    width = self.config.mixed_prefill_tokens
+    width = self._width
     idle = jnp.zeros(self.config.num_slots, bool)
     prefilled = {}
     for tb in buckets:
@@ -675,7 +678,7 @@ class Engine:
     go to `self._pack`, as many as fit in one packed block, to be prefilled inside the next
     step. A short prompt that does not fit waits for the next block, and so does everything
     behind it."""
-    width = self.config.mixed_prefill_tokens
+    width = self._width
     pack = self._pack  # filled in place, so a failure below still fails these requests
     used = 0
     while self._slots.count(None) > len(pack):
@@ -759,7 +762,7 @@ class Engine:
     self._room_for_step()
     if pack:
       # The block's W-column window must end at the new `end` (= end + 1).
-      self._room_for_prompt(self.config.mixed_prefill_tokens - 1)
+      self._room_for_prompt(self._width - 1)
     active = np.array([s is not None for s in self._slots])
     if pack:
       block = self._pack_block([r.prompt_ids for r in pack])
@@ -792,7 +795,7 @@ class Engine:
   def _pack_block(self, prompts: Sequence[Sequence[int]]) -> dict[str, jax.Array]:
     """The packed prefill block of `prompts`: `[1, W]` tokens, segment ids (1, 2, ...; 0 on
     padding) and positions, and `[max_pack]` last columns (unused ones repeat)."""
-    width = self.config.mixed_prefill_tokens
+    width = self._width
     tokens = np.zeros((1, width), np.int32)
     segments = np.zeros((1, width), np.int32)
     positions = np.zeros((1, width), np.int32)
