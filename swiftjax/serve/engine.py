@@ -82,7 +82,8 @@ class EngineConfig:
       prefilled inside the decode step (up to `W // 16` prompts per step), so a short prompt
       shares the step's weight reads instead of paying for a forward pass of its own, and
       only one extra program per cache length is compiled, whatever the prompt lengths.
-      Longer prompts are prefilled alone. 0: every prompt is prefilled alone.
+      Longer prompts are prefilled alone. 0: every prompt is prefilled alone. W is capped at
+      `max_seq_len`.
   """
   num_slots: int = 16
   max_seq_len: int = 2048
