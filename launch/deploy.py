@@ -55,8 +55,8 @@ _WARMUP = flags.DEFINE_bool("warmup", True, "Compile with one short request befo
 _PRECOMPILE = flags.DEFINE_integer(
     "precompile_len", 512, "Before listening, compile every program that requests of up to "
     "this many tokens run (decode steps per cache length, prefills per prompt bucket), so no "
-    "compile stalls the live requests later (~30 s for SmolLM2-135M on 2 CPU cores; 0: compile "
-    "on first use).", lower_bound=0)
+    "compile stalls the live requests later (45-65 s for SmolLM2-135M on 2 CPU cores; 0: "
+    "compile on first use).", lower_bound=0)
 _MIXED = flags.DEFINE_integer(
     "mixed_prefill_tokens", 64, "Prefill prompts of at most this many tokens inside the decode "
     "step, packed into one block of this width (one program per cache length for all of them); "
