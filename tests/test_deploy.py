@@ -102,6 +102,11 @@ class EngineTest(absltest.TestCase):
         with self.assertRaisesRegex(engine_lib.ServeError, "device lost") as cm:
           request.text()
       self.assertEqual(cm.exception.status, 500)
+      # A prompt too long to pack is prefilled alone; its failure fails it too.
+      with mock.patch.object(engine_lib, "_prefill", side_effect=RuntimeError("out of memory")):
+        request = eng.submit(list(range(3, 40)), _greedy(4))
+        with self.assertRaisesRegex(engine_lib.ServeError, "out of memory"):
+          request.text()
       self.assertLen(eng.generate([5, 6, 7], _greedy(3)).output_ids, 3)
     finally:
       eng.stop()

@@ -419,8 +419,10 @@ class Engine:
     # longest cache (`_max_cache_len` >= 2 * max_seq_len).
     self._width = min(config.mixed_prefill_tokens, limit)
     self._max_pack = min(B, max(1, self._width // 16))
-    # Requests taken from the queue for the next step's packed block (failed with the step).
+    # Requests taken from the queue for the next step's packed block (failed with the step),
+    # and the one being prefilled alone.
     self._pack: list[Request] = []
+    self._admitting: Request | None = None
     # Every key exists from the start, so `stats()` can copy the dict while the loop runs.
     # Prompts prefilled inside a decode step count in `prefills` / `prefill_tokens` and
     # `packed_prefills`; their time is in `decode_seconds`.
@@ -600,10 +602,11 @@ class Engine:
         logger.exception("engine step failed")
         failure = ServeError(f"internal error: {type(e).__name__}: {e}", 500, "server_error")
         live = {id(slot.request) for slot in self._slots if slot is not None}
-        for request in self._pack:  # (those already in a slot are failed below)
+        taken = self._pack + ([self._admitting] if self._admitting is not None else [])
+        for request in taken:  # (those already in a slot are failed below)
           if request.finish_reason is None and id(request) not in live:
             request._fail(failure)
-        self._pack = []
+        self._pack, self._admitting = [], None
         for b, slot in enumerate(self._slots):
           if slot is not None:
             slot.request._fail(failure)
@@ -701,7 +704,9 @@ class Engine:
         pack.append(request)
         used += n
       else:
+        self._admitting = request  # failed by `_loop` if its prefill raises
         self._prefill_into(self._slots.index(None), request)
+        self._admitting = None
 
   def _prefill_into(self, b: int, request: Request) -> None:
     t0 = time.perf_counter()
