@@ -159,13 +159,16 @@ class UnstackedLayersTest(absltest.TestCase):
 
   def test_cache_layout(self):
     cache = decoder.init_cache(self.cfg, 2, 16)
-    self.assertEqual(cache["k"].shape, (3, 2, 2, 16, 8))  # [L, B, K, S, hd]
-    self.assertEqual(cache["v"].shape, (3, 2, 2, 8, 16))  # [L, B, K, hd, S]
+    self.assertEqual(cache["k"].shape, (3, 2, 2, 8, 16))  # [L, B, K, hd, S]
+    self.assertEqual(cache["v"].shape, (3, 2, 2, 16, 8))  # [L, B, K, S, hd]
+    for name in ("k", "v"):
+      self.assertEqual(cache[name].shape[decoder.KV_SLOT_AXIS[name]], 16)
     per_layer = decoder.init_cache(self.cfg, 2, 16, per_layer=True)
     self.assertLen(per_layer["k"], 3)
-    self.assertEqual(per_layer["v"][2].shape, (2, 2, 8, 16))
+    self.assertEqual(per_layer["v"][2].shape, (2, 2, 16, 8))
     axes = decoder.cache_axes(per_layer)
-    self.assertEqual(axes["v"][0], ("cache_batch", "cache_kv_heads", "head_dim", "cache_length"))
+    self.assertEqual(axes["v"][0], ("cache_batch", "cache_kv_heads", "cache_length", "head_dim"))
+    self.assertEqual(axes["k"][0], ("cache_batch", "cache_kv_heads", "head_dim", "cache_length"))
     self.assertLen(axes["k"], 3)
 
   def test_per_layer_cache_decodes_like_the_stacked_cache(self):
@@ -271,10 +274,10 @@ class PackedPrefillTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(jax.tree.leaves(got_cache[name])),
                                  np.asarray(jax.tree.leaves(want_cache[name])), atol=1e-6)
     self.assertEqual(plogits.shape, (3, 64))
-    ks = np.asarray(pkv["k"] if not unstack else np.stack(pkv["k"]))  # [L, 1, K, W, hd]
-    vs = np.asarray(pkv["v"] if not unstack else np.stack(pkv["v"]))  # [L, 1, K, hd, W]
-    self.assertEqual(ks.shape, (3, 1, 2, 13, 8))
-    self.assertEqual(vs.shape, (3, 1, 2, 8, 13))
+    ks = np.asarray(pkv["k"] if not unstack else np.stack(pkv["k"]))  # [L, 1, K, hd, W]
+    vs = np.asarray(pkv["v"] if not unstack else np.stack(pkv["v"]))  # [L, 1, K, W, hd]
+    self.assertEqual(ks.shape, (3, 1, 2, 8, 13))
+    self.assertEqual(vs.shape, (3, 1, 2, 13, 8))
     for p, (lo, hi) in zip(prompts, ((0, 5), (5, 11))):
       alone = decoder.init_cache(cfg, 1, 8, per_layer=unstack)
       ref, alone = decoder.apply(params, jnp.asarray(p)[None], cfg, cache=alone)
@@ -284,8 +287,8 @@ class PackedPrefillTest(parameterized.TestCase):
       ref_v = np.asarray(jax.tree.leaves(alone["v"]))
       ref_k = ref_k.reshape(3, 1, 2, 8, 8)
       ref_v = ref_v.reshape(3, 1, 2, 8, 8)
-      np.testing.assert_allclose(ks[..., lo:hi, :], ref_k[..., :hi - lo, :], atol=1e-5)
-      np.testing.assert_allclose(vs[..., lo:hi], ref_v[..., :hi - lo], atol=1e-5)
+      np.testing.assert_allclose(ks[..., lo:hi], ref_k[..., :hi - lo], atol=1e-5)
+      np.testing.assert_allclose(vs[..., lo:hi, :], ref_v[..., :hi - lo, :], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(plogits[2]), np.asarray(plogits[1]))
 
   def test_rejects_what_it_cannot_pack(self):

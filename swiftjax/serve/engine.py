@@ -265,9 +265,7 @@ def _prefill(params, tokens, mask, cfg, compute_dtype, cache_dtype=None):
   return logits[:, -1], cache, seen
 
 
-# Slot (column) axis of the cache's keys `[(L,) B, K, S, hd]` and values `[(L,) B, K, hd, S]`,
-# counted from the end (the leading layer axis is absent from a per-layer cache).
-_COLUMN_AXIS = {"k": -2, "v": -1}
+_COLUMN_AXIS = decoder.KV_SLOT_AXIS
 
 
 @functools.partial(jax.jit, donate_argnames=("cache", "seen"))
@@ -344,8 +342,8 @@ def _insert_packed(cache, seen, kv, new_seen, slot, start, n):
 
 
 def _kv_width(kv) -> int:
-  """Columns of a one-row block of keys (`[(L,) 1, K, W, hd]` or per-layer tuples)."""
-  return jax.tree.leaves(kv["k"])[0].shape[-2]
+  """Columns of a one-row block of keys (`decoder.init_cache`'s layout, or per-layer tuples)."""
+  return jax.tree.leaves(kv["k"])[0].shape[_COLUMN_AXIS["k"]]
 
 
 @functools.partial(jax.jit, static_argnames=("new_len",))
