@@ -159,16 +159,19 @@ class UnstackedLayersTest(absltest.TestCase):
 
   def test_cache_layout(self):
     cache = decoder.init_cache(self.cfg, 2, 16)
-    self.assertEqual(cache["k"].shape, (3, 2, 2, 8, 16))  # [L, B, K, hd, S]
-    self.assertEqual(cache["v"].shape, (3, 2, 2, 16, 8))  # [L, B, K, S, hd]
-    for name in ("k", "v"):
-      self.assertEqual(cache[name].shape[decoder.KV_SLOT_AXIS[name]], 16)
+    self.assertEqual(cache["k"].shape, (3, 2, 2, 16, 8))  # [L, B, K, S, hd]
+    self.assertEqual(cache["v"].shape, (3, 2, 2, 8, 16))  # [L, B, K, hd, S]
     per_layer = decoder.init_cache(self.cfg, 2, 16, per_layer=True)
     self.assertLen(per_layer["k"], 3)
-    self.assertEqual(per_layer["v"][2].shape, (2, 2, 16, 8))
+    self.assertEqual(per_layer["k"][2].shape, (2, 2, 8, 16))  # [B, K, hd, S]
+    self.assertEqual(per_layer["v"][2].shape, (2, 2, 16, 8))  # [B, K, S, hd]
+    for c in (cache, per_layer):
+      for name in ("k", "v"):
+        self.assertEqual(jax.tree.leaves(c[name])[0].shape[decoder.kv_slot_axis(c)[name]], 16)
     axes = decoder.cache_axes(per_layer)
     self.assertEqual(axes["v"][0], ("cache_batch", "cache_kv_heads", "cache_length", "head_dim"))
     self.assertEqual(axes["k"][0], ("cache_batch", "cache_kv_heads", "head_dim", "cache_length"))
+    self.assertEqual(decoder.cache_axes(cache)["v"][-2:], ("head_dim", "cache_length"))
     self.assertLen(axes["k"], 3)
 
   def test_per_layer_cache_decodes_like_the_stacked_cache(self):
@@ -187,8 +190,10 @@ class UnstackedLayersTest(absltest.TestCase):
       tokens = jnp.argmax(want[:, -1:], axis=-1)
     for name in ("k", "v"):
       self.assertIsInstance(got_cache[name], tuple)
-      np.testing.assert_allclose(np.stack(got_cache[name]), np.asarray(want_cache[name]),
-                                 atol=1e-6, rtol=0)
+      # Per layer: keys [B, K, hd, S], values [B, K, S, hd], the stacked layout's last two
+      # axes swapped.
+      np.testing.assert_allclose(np.stack(got_cache[name]).swapaxes(-1, -2),
+                                 np.asarray(want_cache[name]), atol=1e-6, rtol=0)
     self.assertEqual(int(got_cache["end"]), 12)
 
   def test_per_layer_cache_needs_unstacked_layers(self):
@@ -274,10 +279,13 @@ class PackedPrefillTest(parameterized.TestCase):
       np.testing.assert_allclose(np.asarray(jax.tree.leaves(got_cache[name])),
                                  np.asarray(jax.tree.leaves(want_cache[name])), atol=1e-6)
     self.assertEqual(plogits.shape, (3, 64))
-    ks = np.asarray(pkv["k"] if not unstack else np.stack(pkv["k"]))  # [L, 1, K, hd, W]
-    vs = np.asarray(pkv["v"] if not unstack else np.stack(pkv["v"]))  # [L, 1, K, W, hd]
-    self.assertEqual(ks.shape, (3, 1, 2, 8, 13))
-    self.assertEqual(vs.shape, (3, 1, 2, 13, 8))
+    # In the cache's layout; compared below as keys [L, 1, K, W, hd], values [L, 1, K, hd, W].
+    ks = np.asarray(pkv["k"] if not unstack else np.stack(pkv["k"]))
+    vs = np.asarray(pkv["v"] if not unstack else np.stack(pkv["v"]))
+    if unstack:
+      ks, vs = ks.swapaxes(-1, -2), vs.swapaxes(-1, -2)
+    self.assertEqual(ks.shape, (3, 1, 2, 13, 8))
+    self.assertEqual(vs.shape, (3, 1, 2, 8, 13))
     for p, (lo, hi) in zip(prompts, ((0, 5), (5, 11))):
       alone = decoder.init_cache(cfg, 1, 8, per_layer=unstack)
       ref, alone = decoder.apply(params, jnp.asarray(p)[None], cfg, cache=alone)
@@ -287,8 +295,10 @@ class PackedPrefillTest(parameterized.TestCase):
       ref_v = np.asarray(jax.tree.leaves(alone["v"]))
       ref_k = ref_k.reshape(3, 1, 2, 8, 8)
       ref_v = ref_v.reshape(3, 1, 2, 8, 8)
-      np.testing.assert_allclose(ks[..., lo:hi], ref_k[..., :hi - lo], atol=1e-5)
-      np.testing.assert_allclose(vs[..., lo:hi, :], ref_v[..., :hi - lo, :], atol=1e-5)
+      if unstack:
+        ref_k, ref_v = ref_k.swapaxes(-1, -2), ref_v.swapaxes(-1, -2)
+      np.testing.assert_allclose(ks[..., lo:hi, :], ref_k[..., :hi - lo, :], atol=1e-5)
+      np.testing.assert_allclose(vs[..., lo:hi], ref_v[..., :hi - lo], atol=1e-5)
     np.testing.assert_array_equal(np.asarray(plogits[2]), np.asarray(plogits[1]))
 
   def test_rejects_what_it_cannot_pack(self):

@@ -266,30 +266,39 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = jnp.floa
       stacked cache is a copy on XLA:CPU). `cache_uses_layers(params)` says which one `params` want.
 
   Returns:
-    dict with `k [L, B, K, hd, S]` and `v [L, B, K, S, hd]` (or per-layer tuples; the slot
-    axis of each is `KV_SLOT_AXIS`), `valid [B, S]` (slot holds a real token), `end` (int32
+    dict with `k` and `v` (below), `valid [B, S]` (slot holds a real token), `end` (int32
     scalar, slots written so far) and `next_pos [B]` (position of the next token). Keys and
-    values are laid out as the two attention products read them without a copy: q.k is
-    `[T, hd] x [hd, S]` and p.v is `[T, S] x [S, hd]`, and in a decode step (one query per
-    row) both are sums over a non-minor axis, which XLA:CPU vectorises along the minor one
-    (see `_attention`). With `[B, S, K, hd]` for both, every layer's whole cache was
-    transposed on every decode step.
+    values are laid out as the attention products read them, so no step copies the cache
+    (with `[B, S, K, hd]` for both, every layer's whole cache was transposed on every decode
+    step), and the layout depends on how the layers run (`kv_slot_axis` gives the slot axis):
+    - stacked, `k [L, B, K, S, hd]` and `v [L, B, K, hd, S]`: for the layer scan, where both
+      products are dots contracting both operands' last axis (a `[B, K, S, hd]` value cache
+      sends p.v to a dot 4x slower on XLA:CPU);
+    - per layer, tuples of `k [B, K, hd, S]` and `v [B, K, S, hd]`: for unstacked layers,
+      where a decode step's two products on a CPU are sums over the cache's non-minor axis,
+      vectorised along its minor one (`_attention`), and a prefill's are ordinary
+      `[T, hd] x [hd, S]` and `[T, S] x [S, hd]` matmuls. Inside the scan those sums ran 5x
+      slower than the dots, hence the two layouts.
   """
-  k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
-  v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
   if per_layer:
+    k_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
+    v_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     k = tuple(jnp.zeros(k_shape, dtype) for _ in range(cfg.num_layers))
     v = tuple(jnp.zeros(v_shape, dtype) for _ in range(cfg.num_layers))
   else:
+    k_shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+    v_shape = (batch, cfg.num_kv_heads, cfg.head_dim, max_len)
     k = jnp.zeros((cfg.num_layers,) + k_shape, dtype)
     v = jnp.zeros((cfg.num_layers,) + v_shape, dtype)
   return {"k": k, "v": v, "valid": jnp.zeros((batch, max_len), bool),
           "end": jnp.zeros((), jnp.int32), "next_pos": jnp.zeros((batch,), jnp.int32)}
 
 
-# Slot (column) axis of the cache's keys `[(L,) B, K, hd, S]` and values `[(L,) B, K, S, hd]`,
-# counted from the end (a per-layer cache has no leading layer axis).
-KV_SLOT_AXIS = {"k": -1, "v": -2}
+def kv_slot_axis(cache: Cache) -> dict[str, int]:
+  """The slot (column) axis of `cache["k"]` and `cache["v"]`, counted from the end (so it
+  holds for one layer's array too): `{"k": -1, "v": -2}` for a per-layer cache, `{"k": -2,
+  "v": -1}` for a stacked one (`init_cache`)."""
+  return {"k": -1, "v": -2} if isinstance(cache["k"], (tuple, list)) else {"k": -2, "v": -1}
 
 
 def cache_uses_layers(params: Params) -> bool:
@@ -301,9 +310,10 @@ def cache_uses_layers(params: Params) -> bool:
 def cache_axes(cache: Cache | None = None) -> dict[str, Any]:
   """Logical axes of the KV cache entries (for `swiftjax.sharding`); pass a per-layer
   `cache` to get per-layer axes for its `k`/`v` tuples."""
-  k = ("cache_batch", "cache_kv_heads", "head_dim", "cache_length")
-  v = ("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
+  k = ("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
+  v = ("cache_batch", "cache_kv_heads", "head_dim", "cache_length")
   if cache is not None and isinstance(cache["k"], (tuple, list)):
+    k, v = k[:2] + k[2:][::-1], v[:2] + v[2:][::-1]
     k_axes, v_axes = tuple(k for _ in cache["k"]), tuple(v for _ in cache["v"])
   else:
     k_axes, v_axes = ("layers",) + k, ("layers",) + v
@@ -315,9 +325,10 @@ def _softcap(x: jax.Array, cap: float | None) -> jax.Array:
   return x if not cap else cap * jnp.tanh(x / cap)
 
 
-def _attention(q, k, v, allowed, cfg: ModelConfig):
-  """q `[B, T, H, hd]`, k `[B, K, hd, S]`, v `[B, K, S, hd]`, allowed `[B, T, S]` (or
-  `[B, K, G, T, S]` per head) -> `[B, T, H*hd]`."""
+def _attention(q, k, v, allowed, cfg: ModelConfig, slots_last: bool = False):
+  """q `[B, T, H, hd]`, k `[B, K, S, hd]`, v `[B, K, hd, S]` (`slots_last`: k `[B, K, hd, S]`,
+  v `[B, K, S, hd]`, the per-layer cache's layout), allowed `[B, T, S]` (or `[B, K, G, T, S]`
+  per head) -> `[B, T, H*hd]`."""
   B, T, H, hd = q.shape
   K = cfg.num_kv_heads
   q = q.reshape(B, T, K, H // K, hd)
@@ -327,12 +338,14 @@ def _attention(q, k, v, allowed, cfg: ModelConfig):
   # library runs far below the cache's read bandwidth; the sums, vectorised along the minor
   # axis, take 0.6x the time (16 rows x 256 slots x 30 layers: 9.1 vs 15.6 ms; each product
   # reads the cache once either way).
-  rowwise = T == 1 and jax.default_backend() == "cpu"
+  # Inside the layer scan (the stacked cache) such sums ran 5x slower than the dots.
+  rowwise = slots_last and T == 1 and jax.default_backend() == "cpu"
   if rowwise:
     qf = q.astype(jnp.float32).transpose(0, 2, 3, 1, 4)[..., None]  # [B, K, G, 1, hd, 1]
     scores = jnp.sum(qf * k.astype(jnp.float32)[:, :, None, None], axis=-2)
   else:
-    scores = jnp.einsum("btkgd,bkds->bkgts", q, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgd,bkds->bkgts" if slots_last else "btkgd,bksd->bkgts", q, k,
+                        preferred_element_type=jnp.float32)
   scores = _softcap(scores * (cfg.query_pre_attn_scalar or hd) ** -0.5, cfg.attn_logit_softcap)
   if allowed.ndim == 3:
     allowed = allowed[:, None, None]
@@ -342,7 +355,8 @@ def _attention(q, k, v, allowed, cfg: ModelConfig):
     out = jnp.sum(probs.astype(jnp.float32)[..., None] * v.astype(jnp.float32)[:, :, None, None],
                   axis=-2).transpose(0, 3, 1, 2, 4)  # [B, 1, K, G, hd]
   else:
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    out = jnp.einsum("bkgts,bksd->btkgd" if slots_last else "bkgts,bkds->btkgd", probs, v,
+                     preferred_element_type=jnp.float32)
   return out.reshape(B, T, H * hd).astype(q.dtype)
 
 
@@ -495,8 +509,8 @@ def apply_with_prefill(params: Params, tokens: jax.Array, cfg: ModelConfig, cach
 
   Returns:
     `(logits [B, 1, V], cache, prefill_logits [P, V], prefill_kv)` with logits float32 and
-    `prefill_kv` = `{"k": [L, 1, K, hd, W], "v": [L, 1, K, W, hd]}` (per-layer tuples when the
-    layers are unstacked), `init_cache`'s layout for one row of W columns.
+    `prefill_kv` = one row of W columns in the cache's layout (`init_cache`; tuples when the
+    layers are unstacked).
   """
   side = {"tokens": prefill_tokens, "segments": prefill_segments,
           "positions": prefill_positions, "last": prefill_last}
@@ -591,17 +605,24 @@ def _forward(params, tokens, cfg, *, mask=None, positions=None, cache=None, comp
     q = apply_rope(q, positions, inv_freq, cfg.mrope_section)
     k = apply_rope(k, positions, inv_freq, cfg.mrope_section)
     side_kv = None
+    per_layer = k_cache is not None and k_cache.ndim == 4  # this layer's own buffer
     if side is not None:
       # The prefill block attends within its segments, from its own keys and values.
-      qs, ks, vs = q[:, n_main:], k[:, n_main:].transpose(0, 2, 3, 1), v[:, n_main:]
-      vs = vs.transpose(0, 2, 1, 3)
+      qs, ks, vs = q[:, n_main:], k[:, n_main:].transpose(0, 2, 1, 3), v[:, n_main:]
+      vs = vs.transpose(0, 2, 3, 1)  # as the stacked cache: k [1, K, W, hd], v [1, K, hd, W]
       s_window = (window == 0) | (side_distance < window)
       side_out = _attention(qs, ks, vs, (side_causal & s_window)[None], cfg)
-      side_kv = (ks, vs)
+      # Returned in the cache's own layout.
+      side_kv = ((ks.transpose(0, 1, 3, 2), vs.transpose(0, 1, 3, 2)) if per_layer
+                 else (ks, vs))
       q, k, v = (t[:, :n_main].reshape((B, T) + t.shape[2:]) for t in (q, k, v))
-    k = k.transpose(0, 2, 3, 1)
-    v = v.transpose(0, 2, 1, 3)  # k [B, K, hd, T], v [B, K, T, hd] (as `init_cache`)
-    if k_cache is not None and k_cache.ndim == 4:
+    if per_layer:
+      k = k.transpose(0, 2, 3, 1)
+      v = v.transpose(0, 2, 1, 3)  # k [B, K, hd, T], v [B, K, T, hd] (as `init_cache`)
+    else:
+      k = k.transpose(0, 2, 1, 3)
+      v = v.transpose(0, 2, 3, 1)  # k [B, K, T, hd], v [B, K, hd, T]
+    if per_layer:
       # This layer's own buffer (per-layer cache), updated in place and read as it is.
       k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, end))
       v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, end, 0))
@@ -609,14 +630,14 @@ def _forward(params, tokens, cfg, *, mask=None, positions=None, cache=None, comp
     elif k_cache is not None:
       # The whole cache rides in the scan carry and is updated in place (no per-step copy).
       k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
-                                             (i, 0, 0, 0, end))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
                                              (i, 0, 0, end, 0))
+      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
+                                             (i, 0, 0, 0, end))
       k_all = jax.lax.dynamic_index_in_dim(k_cache, i, keepdims=False).astype(dtype)
       v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
     else:
       k_all, v_all = k, v
-    out = _attention(q, k_all, v_all, allowed, cfg)
+    out = _attention(q, k_all, v_all, allowed, cfg, slots_last=per_layer)
     if side is not None:
       out = jnp.concatenate([out.reshape(1, n_main, -1), side_out], axis=1)
     h = _proj(out, a["o_proj"], dtype)

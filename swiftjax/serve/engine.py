@@ -265,8 +265,6 @@ def _prefill(params, tokens, mask, cfg, compute_dtype, cache_dtype=None):
   return logits[:, -1], cache, seen
 
 
-_COLUMN_AXIS = decoder.KV_SLOT_AXIS
-
 
 @functools.partial(jax.jit, donate_argnames=("cache", "seen"))
 def _insert(cache, seen, new, new_seen, slot):
@@ -278,7 +276,7 @@ def _insert(cache, seen, new, new_seen, slot):
 
   out = dict(cache)
   for name in ("k", "v"):
-    def put(buf, part, col=_COLUMN_AXIS[name]):  # rows: axis ndim - 4
+    def put(buf, part, col=decoder.kv_slot_axis(cache)[name]):  # rows: axis ndim - 4
       index = [zero] * buf.ndim
       index[buf.ndim - 4], index[buf.ndim + col] = slot, start
       return jax.lax.dynamic_update_slice(buf, part.astype(buf.dtype), index)
@@ -317,12 +315,12 @@ def _insert_packed(cache, seen, kv, new_seen, slot, start, n):
   into row `slot`, ending at column `end` (which must be >= W), and makes them its only valid
   columns; the copy is a fixed W-column window, so one compile serves every prompt length."""
   zero = jnp.zeros((), jnp.int32)
-  w = _kv_width(kv)
+  w = _kv_width(kv, cache)
   first = cache["end"] - w
 
   out = dict(cache)
   for name in ("k", "v"):
-    def put(buf, part, col=_COLUMN_AXIS[name]):
+    def put(buf, part, col=decoder.kv_slot_axis(cache)[name]):
       axis = part.ndim + col
       pad = [(0, 0)] * part.ndim
       pad[axis] = (part.shape[axis], 0)
@@ -341,9 +339,9 @@ def _insert_packed(cache, seen, kv, new_seen, slot, start, n):
   return out, jax.lax.dynamic_update_slice(seen, new_seen, (slot, zero))
 
 
-def _kv_width(kv) -> int:
-  """Columns of a one-row block of keys (`decoder.init_cache`'s layout, or per-layer tuples)."""
-  return jax.tree.leaves(kv["k"])[0].shape[_COLUMN_AXIS["k"]]
+def _kv_width(kv, cache) -> int:
+  """Columns of a one-row block of keys in `cache`'s layout (`decoder.init_cache`)."""
+  return jax.tree.leaves(kv["k"])[0].shape[decoder.kv_slot_axis(cache)["k"]]
 
 
 @functools.partial(jax.jit, static_argnames=("new_len",))
@@ -353,7 +351,7 @@ def _relayout(cache, delta, new_len):
   out = dict(cache, end=cache["end"] + delta)
   for name in ("k", "v"):
     out[name] = jax.tree.map(
-        lambda buf, col=_COLUMN_AXIS[name]: jnp.take(buf, cols, axis=buf.ndim + col,
+        lambda buf, col=decoder.kv_slot_axis(cache)[name]: jnp.take(buf, cols, axis=buf.ndim + col,
                                                      mode="fill", fill_value=0),
         cache[name])
   out["valid"] = jnp.take(cache["valid"], cols, axis=1, mode="fill", fill_value=False)
