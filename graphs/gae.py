@@ -49,6 +49,7 @@ import jraph
 import numpy as np
 import optax
 
+from graphs import negatives
 from graphs.errors import GraphError
 from graphs.link_data import LinkSplit
 from graphs.sage import mean_aggregate
@@ -78,6 +79,10 @@ class GAEConfig:
     batch_size: positive edges per training step (as many random negatives are added).
     adjacency: "dense" [N, N] matmul, "sparse" Jraph gather/scatter, or "auto" (dense for
       N <= DENSE_MAX_NODES).
+    neg_sampler: training negatives, "uniform" node pairs or "non_edge" pairs (absent from the
+      message-passing graph, as PyG's `negative_sampling` in OGB's examples; `graphs.negatives`).
+    grad_clip: if > 0, each parameter group's gradient (the embedding, the encoder, the
+      decoder) is scaled to global norm <= grad_clip before Adam (OGB's ddi example: 1.0).
   """
   encoder: str = "gcn"
   hidden: int = 256
@@ -90,10 +95,12 @@ class GAEConfig:
   lr: float = 0.005
   batch_size: int = 65536
   adjacency: str = "auto"
+  neg_sampler: str = "uniform"
+  grad_clip: float = 0.0
 
   def __post_init__(self):
     for name, allowed in (("encoder", ENCODERS), ("decoder", DECODERS),
-                          ("adjacency", ADJACENCIES)):
+                          ("adjacency", ADJACENCIES), ("neg_sampler", negatives.MODES)):
       if getattr(self, name) not in allowed:
         raise GraphError(f"GAEConfig.{name} must be one of {', '.join(allowed)}, got "
                          f"{getattr(self, name)!r}")
@@ -105,6 +112,38 @@ class GAEConfig:
       raise GraphError(f"GAEConfig.dropout must lie in [0, 1), got {self.dropout!r}")
     if not self.lr > 0:
       raise GraphError(f"GAEConfig.lr must be > 0, got {self.lr!r}")
+    if not self.grad_clip >= 0:
+      raise GraphError(f"GAEConfig.grad_clip must be >= 0, got {self.grad_clip!r}")
+
+
+def clip_by_group(max_norm: float) -> optax.GradientTransformation:
+  """Scales each parameter group's updates to global norm <= max_norm (OGB's examples clip the
+  embedding, the GNN and the predictor separately). A group is a top-level entry of the params
+  dict, except that an `embedding` one level down is a group of its own (`{"gnn": {"embedding",
+  "encoder"}, ...}`: the embedding, then the rest of "gnn")."""
+
+  def group(path) -> tuple[str, ...]:
+    names = tuple(str(getattr(k, "key", k)) for k in path[:2])
+    return names if len(names) == 2 and names[1] == "embedding" else names[:1]
+
+  def update_fn(updates, state, params=None):
+    del params
+    flat, treedef = jax.tree_util.tree_flatten_with_path(updates)
+    sq: dict[tuple[str, ...], jax.Array] = {}
+    for path, g in flat:
+      sq[group(path)] = sq.get(group(path), 0.0) + jnp.sum(jnp.square(g))
+    scale = {k: jnp.minimum(1.0, max_norm / jnp.maximum(jnp.sqrt(v), 1e-12))
+             for k, v in sq.items()}
+    out = [g * scale[group(path)].astype(g.dtype) for path, g in flat]
+    return jax.tree_util.tree_unflatten(treedef, out), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def make_optimizer(lr: float, grad_clip: float = 0.0) -> optax.GradientTransformation:
+  """Adam at `lr`, after `clip_by_group(grad_clip)` when grad_clip > 0."""
+  adam = optax.adam(lr)
+  return optax.chain(clip_by_group(grad_clip), adam) if grad_clip > 0 else adam
 
 
 def use_dense(cfg: GAEConfig, num_nodes: int) -> bool:
@@ -492,12 +531,11 @@ class GAEState(NamedTuple):
   opt_state: Any
 
 
-def _train_step(state: GAEState, graph: GraphArrays, pos: jax.Array, mask: jax.Array,
-                key: jax.Array, *, cfg: GAEConfig, optimizer: optax.GradientTransformation,
-                num_nodes: int) -> tuple[GAEState, jax.Array]:
-  """One Adam step on [B, 2] positives (`mask` [B] False on padding) and B random pairs."""
-  k_neg, k_enc, k_dec = jax.random.split(key, 3)
-  neg = jax.random.randint(k_neg, pos.shape, 0, num_nodes, jnp.int32)
+def _train_step(state: GAEState, graph: GraphArrays, pos: jax.Array, neg: jax.Array,
+                mask: jax.Array, key: jax.Array, *, cfg: GAEConfig,
+                optimizer: optax.GradientTransformation) -> tuple[GAEState, jax.Array]:
+  """One Adam step on [B, 2] positives (`mask` [B] False on padding) and [B, 2] negatives."""
+  k_enc, k_dec = jax.random.split(key)
 
   def loss_fn(params):
     z = encode(params, graph, cfg, train=True, rng=k_enc)
@@ -540,9 +578,9 @@ class GAERunner:
     self.graph = make_graph(self.num_nodes, split.train_pos, cfg, split.features)
     self._train_pos = np.asarray(split.train_pos, np.int32)
     self.batch = min(cfg.batch_size, self._train_pos.shape[0])
-    self._optimizer = optax.adam(cfg.lr)
-    self._step = jax.jit(functools.partial(_train_step, cfg=cfg, optimizer=self._optimizer,
-                                           num_nodes=self.num_nodes))
+    self._negatives = negatives.NegativeSampler(self.num_nodes, split.train_pos, cfg.neg_sampler)
+    self._optimizer = make_optimizer(cfg.lr, cfg.grad_clip)
+    self._step = jax.jit(functools.partial(_train_step, cfg=cfg, optimizer=self._optimizer))
     self._encode = jax.jit(functools.partial(encode, cfg=cfg, train=False))
     self._decode = jax.jit(functools.partial(decode, cfg=cfg, train=False))
     self._z_cache: tuple[list[Any], jax.Array] | None = None
@@ -554,14 +592,16 @@ class GAERunner:
     return GAEState(params, self._optimizer.init(params))
 
   def train_epoch(self, state: GAEState, epoch: int) -> tuple[GAEState, dict[str, float]]:
-    """One pass over a (seed, epoch)-seeded permutation of `train_pos`.
+    """One pass over a (seed, epoch)-seeded permutation of `train_pos`, with as many negatives
+    (`cfg.neg_sampler`) drawn from the same generator.
 
     Returns:
       The new state and {"loss": the mean over positives of pos + neg BCE, "pairs": positive +
       negative pairs seen}.
     """
     num_edges, b = self._train_pos.shape[0], self.batch
-    perm = np.random.default_rng((self.seed, int(epoch))).permutation(num_edges)
+    rng = np.random.default_rng((self.seed, int(epoch)))
+    perm = rng.permutation(num_edges)
     key = jax.random.fold_in(jax.random.key(self.seed), int(epoch))
     losses, counts = [], []
     for step, start in enumerate(range(0, num_edges, b)):
@@ -569,7 +609,8 @@ class GAERunner:
       pos = np.zeros((b, 2), np.int32)
       pos[:idx.size] = self._train_pos[idx]
       mask = np.arange(b) < idx.size
-      state, loss = self._step(state, self.graph, pos, mask, jax.random.fold_in(key, step))
+      neg = self._negatives.sample(rng, b)
+      state, loss = self._step(state, self.graph, pos, neg, mask, jax.random.fold_in(key, step))
       losses.append(loss)
       counts.append(idx.size)
     loss = float(np.average(np.asarray(jax.device_get(losses)), weights=counts))

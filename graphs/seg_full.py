@@ -45,6 +45,7 @@ import numpy as np
 import optax
 
 from graphs import gae
+from graphs import negatives
 from graphs import path_features
 from graphs import subgraph_runner
 from graphs.errors import GraphError
@@ -77,7 +78,9 @@ class FullSEGConfig:
     mask_targets: leave each step's positive edges out of the GNN's propagation
       (`gae.RemovedEdges`), so a training pair's embeddings do not see its own edge.
     loss: "bce" (OGB's) or "auc" (`gae.ranking_loss`, PLNLP's pairwise square loss).
-    num_neg: K, uniform random negatives per positive in training (OGB: 1).
+    num_neg: K, random negatives per positive in training (OGB: 1).
+    neg_sampler, grad_clip: as `gae.GAEConfig`'s ("uniform" or "non_edge" negatives; per-group
+      gradient clipping before Adam when > 0).
     ema: decay of an exponential moving average of the parameters, updated every step and used
       for scoring and the checkpoint (0: score the raw parameters).
   """
@@ -98,6 +101,8 @@ class FullSEGConfig:
   loss: str = "bce"
   ema: float = 0.0
   num_neg: int = 1
+  neg_sampler: str = "uniform"
+  grad_clip: float = 0.0
 
   def __post_init__(self):
     self.gae_config()  # validates the shared fields
@@ -119,7 +124,8 @@ class FullSEGConfig:
     return gae.GAEConfig(encoder=self.encoder, hidden=self.hidden, num_layers=self.num_layers,
                          dropout=self.dropout, decoder="mlp", decoder_layers=self.decoder_layers,
                          embedding_dim=self.embedding_dim, use_embedding=self.use_embedding,
-                         lr=self.lr, batch_size=self.batch_size, adjacency=self.adjacency)
+                         lr=self.lr, batch_size=self.batch_size, adjacency=self.adjacency,
+                         neg_sampler=self.neg_sampler, grad_clip=self.grad_clip)
 
 
 def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
@@ -287,7 +293,8 @@ class FullSEGRunner:
       a = path_features.dense_adjacency(indptr, indices)
       np.fill_diagonal(a, 0.0)
       self.adj = jnp.asarray(a)
-    self._optimizer = optax.adam(cfg.lr)
+    self._negatives = negatives.NegativeSampler(self.num_nodes, split.train_pos, cfg.neg_sampler)
+    self._optimizer = gae.make_optimizer(cfg.lr, cfg.grad_clip)
     self._step = jax.jit(functools.partial(_train_step, cfg=cfg, optimizer=self._optimizer))
     self._encode = jax.jit(functools.partial(gae.encode, cfg=cfg.gae_config(), train=False))
     self._decode = jax.jit(functools.partial(decode, cfg=cfg, train=False))
@@ -306,12 +313,12 @@ class FullSEGRunner:
 
   def train_epoch(self, state: FullSEGState, epoch: int) -> tuple[FullSEGState, dict]:
     """One pass over a (seed, epoch)-seeded permutation of the positives, each batch with
-    `num_neg` times as many uniform random negatives (drawn and labelled on the host for the
+    `num_neg` times as many random negatives (`neg_sampler`; drawn and labelled on the host for the
     whole epoch first)."""
     num, b, k = self._pos.shape[0], self.batch, self.cfg.num_neg
     rng = np.random.default_rng((self.seed, int(epoch)))
     perm = rng.permutation(num)
-    neg = rng.integers(0, self.num_nodes, size=(num * k, 2), dtype=np.int64).astype(np.int32)
+    neg = self._negatives.sample(rng, num * k)
     neg_hist, neg_paths = self.featurizer(neg)
     key = jax.random.fold_in(jax.random.key(self.seed), int(epoch))
     losses, counts = [], []

@@ -88,6 +88,12 @@ _OPTIONS = {
     "decoder": flags.DEFINE_enum("decoder", "mlp", ["mlp", "dot"], "gcn/sage: pair decoder."),
     "adjacency": flags.DEFINE_enum("adjacency", "auto", ["auto", "dense", "sparse"],
                                    "gcn/sage/seg --gnn=full: dense or sparse message passing."),
+    "neg_sampler": flags.DEFINE_enum("neg_sampler", "uniform", ["uniform", "non_edge"],
+                                     "gcn/sage/seg --gnn=full: training negatives, uniform node "
+                                     "pairs or pairs that are not training edges (OGB's)."),
+    "grad_clip": flags.DEFINE_float("grad_clip", 0.0, "gcn/sage/seg --gnn=full: clip each "
+                                    "parameter group's gradient norm to this (0: off; OGB's "
+                                    "ddi example: 1.0)."),
 }
 
 

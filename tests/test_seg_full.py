@@ -195,7 +195,8 @@ class FullSEGTest(absltest.TestCase):
 
   def test_options_run(self):
     # target masking, the pooled readout and the ranking loss together, through the launcher path
-    results = self._tiny_run(path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2)
+    results = self._tiny_run(path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2,
+                             neg_sampler="non_edge", grad_clip=1.0)
     self.assertLess(results["history"][-1]["loss"], 0.6 * results["history"][0]["loss"])
     self.assertGreater(results["test/hits@20"], 0.5, results)
     self.assertEqual(results["config"]["runner"]["path_pool"], 8)

@@ -617,26 +617,25 @@ def _forward(params, tokens, cfg, *, mask=None, positions=None, cache=None, comp
                  else (ks, vs))
       q, k, v = (t[:, :n_main].reshape((B, T) + t.shape[2:]) for t in (q, k, v))
     if per_layer:
+      # This layer's own buffer (per-layer cache), updated in place and read as it is.
       k = k.transpose(0, 2, 3, 1)
       v = v.transpose(0, 2, 1, 3)  # k [B, K, hd, T], v [B, K, T, hd] (as `init_cache`)
-    else:
-      k = k.transpose(0, 2, 1, 3)
-      v = v.transpose(0, 2, 3, 1)  # k [B, K, T, hd], v [B, K, hd, T]
-    if per_layer:
-      # This layer's own buffer (per-layer cache), updated in place and read as it is.
       k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, end))
       v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, end, 0))
       k_all, v_all = k_cache.astype(dtype), v_cache.astype(dtype)
-    elif k_cache is not None:
-      # The whole cache rides in the scan carry and is updated in place (no per-step copy).
-      k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
-                                             (i, 0, 0, end, 0))
-      v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
-                                             (i, 0, 0, 0, end))
-      k_all = jax.lax.dynamic_index_in_dim(k_cache, i, keepdims=False).astype(dtype)
-      v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
     else:
-      k_all, v_all = k, v
+      k = k.transpose(0, 2, 1, 3)
+      v = v.transpose(0, 2, 3, 1)  # k [B, K, T, hd], v [B, K, hd, T] (the stacked layout)
+      if k_cache is not None:
+        # The whole cache rides in the scan carry and is updated in place (no per-step copy).
+        k_cache = jax.lax.dynamic_update_slice(k_cache, k[None].astype(k_cache.dtype),
+                                               (i, 0, 0, end, 0))
+        v_cache = jax.lax.dynamic_update_slice(v_cache, v[None].astype(v_cache.dtype),
+                                               (i, 0, 0, 0, end))
+        k_all = jax.lax.dynamic_index_in_dim(k_cache, i, keepdims=False).astype(dtype)
+        v_all = jax.lax.dynamic_index_in_dim(v_cache, i, keepdims=False).astype(dtype)
+      else:
+        k_all, v_all = k, v
     out = _attention(q, k_all, v_all, allowed, cfg, slots_last=per_layer)
     if side is not None:
       out = jnp.concatenate([out.reshape(1, n_main, -1), side_out], axis=1)

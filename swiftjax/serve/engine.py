@@ -265,7 +265,6 @@ def _prefill(params, tokens, mask, cfg, compute_dtype, cache_dtype=None):
   return logits[:, -1], cache, seen
 
 
-
 @functools.partial(jax.jit, donate_argnames=("cache", "seen"))
 def _insert(cache, seen, new, new_seen, slot):
   """Copies a prefilled cache of Tb columns (`decoder.init_cache`'s layout, one row) into row
@@ -350,9 +349,9 @@ def _relayout(cache, delta, new_len):
   cols = jnp.arange(new_len) - delta
   out = dict(cache, end=cache["end"] + delta)
   for name in ("k", "v"):
+    col = decoder.kv_slot_axis(cache)[name]
     out[name] = jax.tree.map(
-        lambda buf, col=decoder.kv_slot_axis(cache)[name]: jnp.take(buf, cols, axis=buf.ndim + col,
-                                                     mode="fill", fill_value=0),
+        lambda buf, col=col: jnp.take(buf, cols, axis=buf.ndim + col, mode="fill", fill_value=0),
         cache[name])
   out["valid"] = jnp.take(cache["valid"], cols, axis=1, mode="fill", fill_value=False)
   return out
