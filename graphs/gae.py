@@ -3,9 +3,13 @@
 An encoder runs over the whole message-passing graph, the split's `train_pos` edges in both
 directions, and gives every node an embedding z [N, H]; a decoder scores a pair (u, v) from z_u and
 z_v. This is OGB's ogbl-ddi "GCN" / "GraphSAGE" example (leaderboard GCN: 37.07 Hits@20 with a
-learnable 256-wide node embedding, 2 layers of width 256, dropout 0.5, a 3-layer Hadamard MLP
-predictor, Adam at lr 0.005, 64 * 1024 positive edges per step with as many uniformly random node
-pairs as negatives, binary cross-entropy).
+learnable 256-wide node embedding, 2 layers of width 256, dropout 0.5, a Hadamard MLP predictor
+of 2 layers there (`num_layers` serves both; collab and ppa use 3, our default), Adam at lr
+0.005 after clipping the embedding's, GNN's and predictor's gradients each to norm 1, 64 * 1024
+positive edges per step with as many negatives from PyG's `negative_sampling` (node pairs that
+are not edges), binary cross-entropy, 200 epochs). `GAEConfig.neg_sampler="non_edge"` and
+`grad_clip=1.0` give those negatives and that clipping; the defaults (uniform pairs, no
+clipping) are what the results tables used.
 
 Encoder input: the split's node features [N, F] when it has them; a learnable embedding
 [N, embedding_dim] when it has none (ddi), or concatenated to the features if `use_embedding`.
