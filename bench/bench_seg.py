@@ -26,7 +26,8 @@ import numpy as np
 _DATASETS = flags.DEFINE_list("datasets", ["cora", "citeseer"], "Datasets.")
 _MODELS = flags.DEFINE_list("models", ["seg", "seal", "gcn", "sage"], "Models (or variants: "
                             "seg-subgraph, seg-nopair, seg-perlength, seg-cn, gcn-b16k, "
-                            "seg-ema, seg-sage, seg-mask, seg-auc, seg-neg3, seg-pool).")
+                            "seg-ema, seg-sage, seg-mask, seg-auc, seg-neg3, seg-pool, seg-ogbneg, "
+                            "gcn-ogbneg).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/seg_bench", "Where runs write.")
 _TABLE_ONLY = flags.DEFINE_bool("table_only", False, "Print the table of finished runs only.")
@@ -70,7 +71,10 @@ VARIANTS = {"seg-full": ("seg", []),  # the default SEG, named as in earlier tab
             "seg-mask": ("seg", ["--mask_targets"]),
             "seg-auc": ("seg", ["--loss=auc"]),
             "seg-neg3": ("seg", ["--num_neg=3"]),
-            "seg-pool": ("seg", ["--path_pool=32"])}
+            "seg-pool": ("seg", ["--path_pool=32"]),
+            # OGB's ddi example's training: negatives that are not edges, gradient clipping
+            "seg-ogbneg": ("seg", ["--neg_sampler=non_edge", "--grad_clip=1.0"]),
+            "gcn-ogbneg": ("gcn", ["--neg_sampler=non_edge", "--grad_clip=1.0"])}
 for _dataset in ("cora", "ogbl-ddi"):
   for _name, (_base, _extra) in VARIANTS.items():
     PRESETS[(_dataset, _name)] = PRESETS[(_dataset, _base)] + _extra
