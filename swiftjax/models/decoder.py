@@ -313,7 +313,7 @@ def cache_axes(cache: Cache | None = None) -> dict[str, Any]:
   k = ("cache_batch", "cache_kv_heads", "cache_length", "head_dim")
   v = ("cache_batch", "cache_kv_heads", "head_dim", "cache_length")
   if cache is not None and isinstance(cache["k"], (tuple, list)):
-    k, v = k[:2] + k[2:][::-1], v[:2] + v[2:][::-1]
+    k, v = v, k  # per layer: keys [B, K, hd, S], values [B, K, S, hd] (`init_cache`)
     k_axes, v_axes = tuple(k for _ in cache["k"]), tuple(v for _ in cache["v"])
   else:
     k_axes, v_axes = ("layers",) + k, ("layers",) + v

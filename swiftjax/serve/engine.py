@@ -453,8 +453,7 @@ class Engine:
     # A prompt block of Tb columns needs a cache longer than Tb; rows span <= max_len + 1.
     top = prompt_bucket(max_len)
     lengths = sorted({self._bucket_len(n) for n in range(1, top + 2)})
-    buckets = sorted({prompt_bucket(n) for n in range(self._width + 1,
-                                                       max_len + 1)})
+    buckets = sorted({prompt_bucket(n) for n in range(self._width + 1, max_len + 1)})
     width = self._width
     idle = jnp.zeros(self.config.num_slots, bool)
     prefilled = {}
