@@ -86,6 +86,9 @@ _OPTIONS = {
     # GCN / SAGE (graphs.gae.GAEConfig), also the GNN of seg --gnn=full
     "num_layers": flags.DEFINE_integer("num_layers", 2, "gcn/sage/seg --gnn=full: layers."),
     "decoder": flags.DEFINE_enum("decoder", "mlp", ["mlp", "dot"], "gcn/sage: pair decoder."),
+    "decoder_layers": flags.DEFINE_integer("decoder_layers", 3, "gcn/sage/seg --gnn=full: "
+                                           "Linear layers of the pair decoder (OGB's ddi "
+                                           "example: 2).", lower_bound=1),
     "adjacency": flags.DEFINE_enum("adjacency", "auto", ["auto", "dense", "sparse"],
                                    "gcn/sage/seg --gnn=full: dense or sparse message passing."),
     "neg_sampler": flags.DEFINE_enum("neg_sampler", "uniform", ["uniform", "non_edge"],

@@ -105,13 +105,16 @@ class LaunchSegTest(absltest.TestCase):
     r = testutil.run_module("launch.seg", f"--dataset={edges}", "--model=seg", "--epochs=1",
                             "--encoder=sage", "--path_pool=4", "--mask_targets", "--loss=auc",
                             "--num_neg=2", "--ema=0.9", "--hidden=8", "--embedding_dim=8",
+                            "--decoder_layers=2", "--neg_sampler=non_edge", "--grad_clip=1.0",
                             f"--output_dir={tmp / 'full'}")
     self.assertEqual(r.returncode, 0, r.stderr)
     runner_cfg = json.loads((tmp / "full" / "results.json").read_text())["config"]["runner"]
     self.assertEqual({k: runner_cfg[k] for k in ("encoder", "path_pool", "mask_targets", "loss",
-                                                 "num_neg", "ema")},
+                                                 "num_neg", "ema", "decoder_layers",
+                                                 "neg_sampler", "grad_clip")},
                      {"encoder": "sage", "path_pool": 4, "mask_targets": True, "loss": "auc",
-                      "num_neg": 2, "ema": 0.9})
+                      "num_neg": 2, "ema": 0.9, "decoder_layers": 2, "neg_sampler": "non_edge",
+                      "grad_clip": 1.0})
     # A flag of another model, a missing OGB root, a bad edge-list line.
     testutil.assert_one_line_error(
         self, testutil.run_module("launch.seg", f"--dataset={edges}", "--model=gcn", "--lam=2",
