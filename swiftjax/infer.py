@@ -68,7 +68,7 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
     params = apply_adapters(params, cfg, adapters, merge=merge)
   compute_dtype = None
   if models.resolve_dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
-    params, compute_dtype = packed_bf16.pack(params), jnp.float32
+    params, compute_dtype = packed_bf16.pack(params, donate=True), jnp.float32
   if unstack:
     params = decoder.unstack_layers(params, donate=True)
   return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh, compute_dtype)

@@ -20,12 +20,15 @@ _DENSIFY: dict[type, Callable[..., jax.Array]] = {}
 _TAKE: dict[type, Callable[..., jax.Array]] = {}
 # type -> fn(w) -> the same weight kind standing for the transposed matrix
 _TRANSPOSE: dict[type, Callable[..., Any]] = {}
+# type -> fn(w, i) -> the same kind standing for layer i of a layer-stacked w, without slicing
+_LAYER_VIEW: dict[type, Callable[..., Any]] = {}
 
 
 def register_kind(kind: type, matmul: Callable[..., jax.Array],
                   densify: Callable[..., jax.Array] | None = None,
                   take: Callable[..., jax.Array] | None = None,
-                  transpose: Callable[..., Any] | None = None) -> None:
+                  transpose: Callable[..., Any] | None = None,
+                  layer_view: Callable[..., Any] | None = None) -> None:
   """Registers `matmul(x, w, compute_dtype)` as the way to apply weights of type `kind`.
 
   Args:
@@ -36,6 +39,9 @@ def register_kind(kind: type, matmul: Callable[..., jax.Array],
     take: `take(w, ids)` gathers rows, for kinds that can also store embedding tables.
     transpose: `transpose(w)` returns a weight of the same kind for the transposed matrix
       (tied output heads use the embedding table transposed).
+    layer_view: `layer_view(w, i)` returns a weight standing for layer `i` (a traced int32
+      scalar) of a layer-stacked `w [L, ...]` that still holds the whole stack, for kinds whose
+      matmul can read one layer in place (the layer scan then does not copy that layer out).
   """
   _KINDS[kind] = matmul
   if densify is not None:
@@ -44,6 +50,18 @@ def register_kind(kind: type, matmul: Callable[..., jax.Array],
     _TAKE[kind] = take
   if transpose is not None:
     _TRANSPOSE[kind] = transpose
+  if layer_view is not None:
+    _LAYER_VIEW[kind] = layer_view
+
+
+def has_layer_view(w: Any) -> bool:
+  """Whether `w`'s kind registered a `layer_view`."""
+  return type(w) in _LAYER_VIEW
+
+
+def layer_view(w: Any, i: jax.Array) -> Any:
+  """Layer `i` of a layer-stacked weight of a kind with a registered `layer_view`."""
+  return _LAYER_VIEW[type(w)](w, i)
 
 
 def transpose(w: Any) -> Any:

@@ -40,6 +40,8 @@ import numpy as np
 
 from swiftjax import errors
 from swiftjax.linear import embedding_lookup
+from swiftjax.linear import has_layer_view
+from swiftjax.linear import layer_view
 from swiftjax.linear import linear
 from swiftjax.linear import transpose
 from swiftjax.models.config import ModelConfig
@@ -693,9 +695,21 @@ def _forward(params, tokens, cfg, *, mask=None, positions=None, cache=None, comp
     if per_layer_cache:
       raise ValueError("a per-layer cache (init_cache(per_layer=True)) needs unstacked layers "
                        "(decoder.unstack_layers); use the stacked cache with stacked layers")
-    layer_xs = (params["layers"], jnp.asarray(cfg.windows, jnp.int32),
+    # Weights of kinds with a layer view (packed bf16) are not sliced by the scan, which
+    # XLA:CPU would copy out; the body gets views of the whole stacks indexed by the layer.
+    stacked, treedef = jax.tree.flatten(params["layers"], is_leaf=has_layer_view)
+    viewed = [has_layer_view(leaf) for leaf in stacked]
+    scanned = [None if v else leaf for leaf, v in zip(stacked, viewed)]
+
+    def scan_body(carry, xs):
+      sliced, window, i, hp = xs
+      layer = treedef.unflatten([layer_view(whole, i) if v else part
+                                 for whole, part, v in zip(stacked, sliced, viewed)])
+      return body(carry, (layer, window, i, hp))
+
+    layer_xs = (scanned, jnp.asarray(cfg.windows, jnp.int32),
                 jnp.arange(cfg.num_layers, dtype=jnp.int32), hook_params)
-    (x, new_k, new_v), side_kv = jax.lax.scan(body, (x, k_cache, v_cache), layer_xs,
+    (x, new_k, new_v), side_kv = jax.lax.scan(scan_body, (x, k_cache, v_cache), layer_xs,
                                               unroll=cfg.scan_unroll)
     side_k, side_v = side_kv if side_kv is not None else (None, None)
 
