@@ -31,7 +31,7 @@ class KernelTest(parameterized.TestCase):
     super().setUp()
     _skip_unless_available(self)
 
-  @parameterized.product(rows=[1, 2, 3, 4, 5, 8], transposed=[False, True],
+  @parameterized.product(rows=[1, 2, 3, 4, 5, 8, 13, 16], transposed=[False, True],
                          shape=[(576, 1536), (100, 37), (64, 2048)])
   def test_bf16_matches_reference(self, rows, transposed, shape):
     k, n = shape

@@ -36,9 +36,14 @@ typedef int32_t I16x __attribute__((vector_size(64)));
 
 // 16 weights starting at p, widened to float32.
 inline F16x Load16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return reinterpret_cast<F16x>(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+#else
   H16x h;
   std::memcpy(&h, p, sizeof(h));
   return reinterpret_cast<F16x>(__builtin_convertvector(h, U16x) << 16);  // bf16 = top half
+#endif
 }
 inline F16x Load16(const int8_t* p) {
 #if defined(__AVX512F__)
@@ -76,7 +81,7 @@ inline float Sum(F16x v) {
 #endif
 }
 
-constexpr int64_t kMaxRows = 8;
+constexpr int64_t kMaxRows = 64;  // rows are processed in groups of four
 constexpr int64_t kColChunk = 256;     // "kn": output columns per task
 constexpr int64_t kRowChunk = 256;     // "nk": output rows per task
 // Products of fewer multiply-adds (M * K * N) than this run on the calling thread alone: waking a
@@ -91,7 +96,7 @@ constexpr int64_t kParallelWork = PARALLEL_WORK;
 template <typename T, int M>
 void KnChunk(const float* x, const T* w, const float* scale, float* y, int64_t K, int64_t N,
              int64_t j0, int64_t j1) {
-  constexpr int V = M <= 2 ? 4 : 2;
+  constexpr int V = M == 1 ? 16 : M == 2 ? 8 : M <= 4 ? 4 : 2;
   int64_t j = j0;
   for (; j + 16 * V <= j1; j += 16 * V) {
     F16x acc[M][V] = {};
@@ -225,17 +230,25 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n, bool parallel, F chunk) {
 template <typename T>
 ffi::Error Run(ffi::ThreadPool pool, const float* x, const T* w, const float* scale, float* y,
                int64_t M, int64_t K, int64_t N, bool transposed) {
-  if (M < 1 || M > kMaxRows) return ffi::Error::InvalidArgument("rows must lie in [1, 8]");
+  if (M < 1 || M > kMaxRows) return ffi::Error::InvalidArgument("rows must lie in [1, 64]");
   const bool parallel = M * K * N >= kParallelWork;
   if (transposed) {
     const int64_t chunks = (N + kRowChunk - 1) / kRowChunk;
     ParallelFor(pool, chunks, parallel, [=](int64_t i) {
-      NkDispatch(x, w, scale, y, M, K, N, i * kRowChunk, std::min(N, (i + 1) * kRowChunk));
+      // Rows in groups of at most four (more accumulators than registers otherwise); the
+      // chunk's weights come from cache for the groups after the first.
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        NkDispatch(x + m0 * K, w, scale, y + m0 * N, std::min<int64_t>(4, M - m0), K, N,
+                   i * kRowChunk, std::min(N, (i + 1) * kRowChunk));
+      }
     });
   } else {
     const int64_t chunks = (N + kColChunk - 1) / kColChunk;
     ParallelFor(pool, chunks, parallel, [=](int64_t i) {
-      KnDispatch(x, w, scale, y, M, K, N, i * kColChunk, std::min(N, (i + 1) * kColChunk));
+      for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        KnDispatch(x + m0 * K, w, scale, y + m0 * N, std::min<int64_t>(4, M - m0), K, N,
+                   i * kColChunk, std::min(N, (i + 1) * kColChunk));
+      }
     });
   }
   return ffi::Error::Success();
