@@ -6,6 +6,11 @@ operand is converted to float32 first. Widening the same bits as integers is fas
 `f32 = bitcast((uint32) bits << 16)` is exact (bf16 is the top half of an f32) and vectorises,
 so the model reads half the bytes of float32 and runs float32 dots. `PackedBF16` is that
 storage as a weight kind; `pack(params)` converts the bf16 matrices of a params tree.
+
+Products with few activation rows (decode steps, `cpu_matmul.MAX_ROWS`) go to the native kernel
+of `swiftjax.kernels.cpu_matmul` where it is available: it widens in registers instead of
+writing an f32 copy of the weights, and reads one layer of layer-stacked bits in place (a
+`layer` view, `linear.layer_view`). Longer products (prefill) widen and call XLA's dot.
 """
 
 from typing import Any
@@ -116,9 +121,10 @@ def pack(params: Any, *, donate: bool = False) -> Any:
   biases stay as they are: they are small and elementwise).
 
   Kernels `[..., in, out]` are stored output-major (bits `[..., out, in]`, `transposed`): each
-  output's weights are contiguous, the order `swiftjax.kernels.cpu_matmul` streams at batch 1,
-  and XLA's dots for longer inputs run as fast on it (measured: 64-row products through 30
-  576 x 1536 layers, 80.8 vs 80.6 ms). Embedding tables stay `[V, D]` for row lookups (their
+  output's weights are contiguous, the order `swiftjax.kernels.cpu_matmul` streams (twice as
+  fast as input-major). XLA's dots for prefill-length inputs run as fast on it (64-row products
+  through 30 576 x 1536 layers: 80.8 vs 80.6 ms); at 8-16 rows they were 15-25% slower, which
+  is why the kernel takes up to 16 rows. Embedding tables stay `[V, D]` for row lookups (their
   transposed view, a tied output head, is output-major already).
 
   With `donate`, each bf16 leaf is deleted once its packed copy exists, so packing holds at most

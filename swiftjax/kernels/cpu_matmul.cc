@@ -1,8 +1,9 @@
 // Weight-only low-precision matmuls for XLA:CPU, exposed through the XLA FFI.
 //
 // y[M, N] = x[M, K] @ W, with W stored as bfloat16 bit patterns (uint16) or as int8 with one
-// float32 scale per output column, and x, y float32. Built for decode steps (M of 1 to 8): each
-// weight is read from memory once, widened to float32 in registers and multiplied into all M rows,
+// float32 scale per output column, and x, y float32. Built for decode steps (M of 1 to 16, in
+// groups of four rows): each weight is read from memory once per chunk, widened to float32 in
+// registers and multiplied into the rows,
 // so a step reads the weights' own bytes instead of a widened float32 copy (what XLA's fusion +
 // dot does). Columns (or, for the transposed layout, output rows) are split into chunks that the
 // calling thread and XLA's intra-op thread pool take from a shared counter.
