@@ -22,6 +22,7 @@ product with the transposed weights), not in the integer-stored weights.
 import ctypes
 import functools
 import hashlib
+import importlib.metadata
 import logging
 import os
 import pathlib
@@ -70,9 +71,9 @@ def _cache_dir() -> pathlib.Path:
 
 def _build(compiler: str, cpu_flags: frozenset[str]) -> pathlib.Path:
   """Compiles the library unless the cache has it; returns its path (written atomically)."""
-  import jaxlib  # pylint: disable=g-import-not-at-top
   key = hashlib.sha256()
-  for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(), jaxlib.__version__.encode(),
+  for part in (_SOURCE.read_bytes(), " ".join(_FLAGS).encode(),
+               importlib.metadata.version("jaxlib").encode(),
                " ".join(sorted(cpu_flags)).encode(), platform.machine().encode()):
     key.update(part)
   out = _cache_dir() / f"cpu_matmul-{key.hexdigest()[:16]}.so"
