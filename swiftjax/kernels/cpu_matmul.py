@@ -113,6 +113,11 @@ def _load(compiler: str, cpu_flags: frozenset[str]) -> bool:
   return True
 
 
+@functools.lru_cache(maxsize=None)
+def _compiler(cxx: str | None) -> str | None:
+  return cxx or shutil.which("c++") or shutil.which("g++")
+
+
 def available() -> bool:
   """Whether the kernels are built, registered with XLA and worth using on this machine."""
   if os.environ.get("SWIFTJAX_CPU_KERNELS", "1") == "0":
@@ -121,7 +126,7 @@ def available() -> bool:
   if "avx512f" not in flags:
     # The vector code compiles for AVX2 too, but measured there it lost to XLA's path.
     return False
-  compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
+  compiler = _compiler(os.environ.get("CXX"))
   if not compiler:
     log.warning("swiftjax CPU kernels: no C++ compiler found; using XLA's matmuls")
     return False
