@@ -135,6 +135,15 @@ class AvailabilityTest(absltest.TestCase):
         self.assertFalse(cpu_matmul.available())
     self.assertIn("/bin/false", "\n".join(logs.output))
     self.assertEqual(os.listdir(os.path.join(env["SWIFTJAX_CACHE_DIR"], "kernels")), [])
+    # No compiler at all: one warning however many matmuls ask.
+    cpu_matmul._warn_no_compiler.cache_clear()
+    with mock.patch.object(cpu_matmul, "_compiler", return_value=None), mock.patch.object(
+        cpu_matmul, "_cpu_flags", return_value=frozenset({"avx512f"})):
+      with self.assertLogs(cpu_matmul.log, "WARNING") as logs:
+        self.assertFalse(cpu_matmul.available())
+        self.assertFalse(cpu_matmul.available())
+    self.assertLen(logs.output, 1)
+    self.assertIn("no C++ compiler", logs.output[0])
 
 
 if __name__ == "__main__":

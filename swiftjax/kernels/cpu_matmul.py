@@ -114,6 +114,11 @@ def _load(compiler: str, cpu_flags: frozenset[str]) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def _warn_no_compiler() -> None:  # once per process: `available` runs at every traced matmul
+  log.warning("swiftjax CPU kernels: no C++ compiler found (set CXX); using XLA's matmuls")
+
+
+@functools.lru_cache(maxsize=None)
 def _compiler(cxx: str | None) -> str | None:
   return cxx or shutil.which("c++") or shutil.which("g++")
 
@@ -128,7 +133,7 @@ def available() -> bool:
     return False
   compiler = _compiler(os.environ.get("CXX"))
   if not compiler:
-    log.warning("swiftjax CPU kernels: no C++ compiler found; using XLA's matmuls")
+    _warn_no_compiler()
     return False
   return _load(compiler, flags)
 
