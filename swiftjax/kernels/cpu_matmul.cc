@@ -3,10 +3,10 @@
 // y[M, N] = x[M, K] @ W, with W stored as bfloat16 bit patterns (uint16) or as int8 with one
 // float32 scale per output column, and x, y float32. Built for decode steps (M of 1 to 16, in
 // groups of four rows): each weight is read from memory once per chunk, widened to float32 in
-// registers and multiplied into the rows,
-// so a step reads the weights' own bytes instead of a widened float32 copy (what XLA's fusion +
-// dot does). Columns (or, for the transposed layout, output rows) are split into chunks that the
-// calling thread and XLA's intra-op thread pool take from a shared counter.
+// registers and multiplied into the rows, so a step reads the weights' own bytes instead of a
+// widened float32 copy (what XLA's fusion + dot does). Columns (or, for the transposed layout,
+// output rows) are split into chunks that the calling thread and XLA's intra-op thread pool take
+// from a shared counter.
 //
 // Layouts: "kn" W[K, N] (row k holds the weights of input k for every output column);
 // "nk" W[N, K] (row n holds output n's weights; the tied output head reads the embedding so).
@@ -17,6 +17,7 @@
 #include <cstring>
 #include <memory>
 #include <thread>
+#include <type_traits>
 
 #if defined(__AVX2__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -97,7 +98,7 @@ constexpr int64_t kParallelWork = PARALLEL_WORK;
 template <typename T, int M>
 void KnChunk(const float* x, const T* w, const float* scale, float* y, int64_t K, int64_t N,
              int64_t j0, int64_t j1) {
-  constexpr int V = M == 1 ? 16 : M == 2 ? 8 : M <= 4 ? 4 : 2;
+  constexpr int V = M == 1 ? 16 : M == 2 ? 8 : 4;  // M <= 4: at most 16 accumulators
   int64_t j = j0;
   for (; j + 16 * V <= j1; j += 16 * V) {
     F16x acc[M][V] = {};
@@ -171,33 +172,14 @@ void NkChunk(const float* x, const T* w, const float* scale, float* y, int64_t K
   }
 }
 
-template <typename T>
-void NkDispatch(const float* x, const T* w, const float* scale, float* y, int64_t M, int64_t K,
-                int64_t N, int64_t n0, int64_t n1) {
-  switch (M) {
-    case 1: return NkChunk<T, 1>(x, w, scale, y, K, N, n0, n1);
-    case 2: return NkChunk<T, 2>(x, w, scale, y, K, N, n0, n1);
-    case 3: return NkChunk<T, 3>(x, w, scale, y, K, N, n0, n1);
-    case 4: return NkChunk<T, 4>(x, w, scale, y, K, N, n0, n1);
-    case 5: return NkChunk<T, 5>(x, w, scale, y, K, N, n0, n1);
-    case 6: return NkChunk<T, 6>(x, w, scale, y, K, N, n0, n1);
-    case 7: return NkChunk<T, 7>(x, w, scale, y, K, N, n0, n1);
-    default: return NkChunk<T, 8>(x, w, scale, y, K, N, n0, n1);
-  }
-}
-
-template <typename T>
-void KnDispatch(const float* x, const T* w, const float* scale, float* y, int64_t M, int64_t K,
-                int64_t N, int64_t j0, int64_t j1) {
-  switch (M) {
-    case 1: return KnChunk<T, 1>(x, w, scale, y, K, N, j0, j1);
-    case 2: return KnChunk<T, 2>(x, w, scale, y, K, N, j0, j1);
-    case 3: return KnChunk<T, 3>(x, w, scale, y, K, N, j0, j1);
-    case 4: return KnChunk<T, 4>(x, w, scale, y, K, N, j0, j1);
-    case 5: return KnChunk<T, 5>(x, w, scale, y, K, N, j0, j1);
-    case 6: return KnChunk<T, 6>(x, w, scale, y, K, N, j0, j1);
-    case 7: return KnChunk<T, 7>(x, w, scale, y, K, N, j0, j1);
-    default: return KnChunk<T, 8>(x, w, scale, y, K, N, j0, j1);
+// Calls f(std::integral_constant<int, m>) for m rows, 1 <= m <= 4 (`Run` groups rows by four).
+template <typename F>
+void WithRows(int64_t m, F f) {
+  switch (m) {
+    case 1: return f(std::integral_constant<int, 1>());
+    case 2: return f(std::integral_constant<int, 2>());
+    case 3: return f(std::integral_constant<int, 3>());
+    default: return f(std::integral_constant<int, 4>());
   }
 }
 
@@ -239,16 +221,20 @@ ffi::Error Run(ffi::ThreadPool pool, const float* x, const T* w, const float* sc
       // Rows in groups of at most four (more accumulators than registers otherwise); the
       // chunk's weights come from cache for the groups after the first.
       for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        NkDispatch(x + m0 * K, w, scale, y + m0 * N, std::min<int64_t>(4, M - m0), K, N,
-                   i * kRowChunk, std::min(N, (i + 1) * kRowChunk));
+        WithRows(std::min<int64_t>(4, M - m0), [&](auto rows) {
+          NkChunk<T, rows.value>(x + m0 * K, w, scale, y + m0 * N, K, N, i * kRowChunk,
+                                 std::min(N, (i + 1) * kRowChunk));
+        });
       }
     });
   } else {
     const int64_t chunks = (N + kColChunk - 1) / kColChunk;
     ParallelFor(pool, chunks, parallel, [=](int64_t i) {
       for (int64_t m0 = 0; m0 < M; m0 += 4) {
-        KnDispatch(x + m0 * K, w, scale, y + m0 * N, std::min<int64_t>(4, M - m0), K, N,
-                   i * kColChunk, std::min(N, (i + 1) * kColChunk));
+        WithRows(std::min<int64_t>(4, M - m0), [&](auto rows) {
+          KnChunk<T, rows.value>(x + m0 * K, w, scale, y + m0 * N, K, N, i * kColChunk,
+                                 std::min(N, (i + 1) * kColChunk));
+        });
       }
     });
   }

@@ -145,10 +145,6 @@ def usable(rows: int) -> bool:
   return 1 <= rows <= MAX_ROWS and jax.default_backend() == "cpu" and available()
 
 
-def _widen_bf16(bits: jax.Array) -> jax.Array:
-  return jax.lax.bitcast_convert_type(bits.astype(jnp.uint32) << 16, jnp.float32)
-
-
 def _call(name: str, n: int, x, *weights, transposed: bool):
   out = jax.ShapeDtypeStruct((x.shape[0], n), jnp.float32)
   return jax.ffi.ffi_call(f"swiftjax_{name}_matmul", out, vmap_method="sequential")(
@@ -189,7 +185,8 @@ def _bf16_fwd(x, bits, layer, transposed):
 
 def _bf16_bwd(transposed, res, g):
   bits, layer = res
-  w = _widen_bf16(_matrix(bits, layer))
+  from swiftjax import packed_bf16  # pylint: disable=g-import-not-at-top  (it imports this module)
+  w = packed_bf16.widen(_matrix(bits, layer))
   dx = g @ w if transposed else g @ w.T
   return dx, _int_zero_cotangent(bits), _int_zero_cotangent(layer)
 
