@@ -71,7 +71,8 @@ def swiftjax_rates(path, prompts, new_tokens, repeats, dtype, unstack=True):
   model = infer.load(path, dtype="float32" if dtype == "int8" else dtype)
   cfg, params, cdt = model.cfg, model.params, model.compute_dtype
   if dtype == "int8":
-    params = int8.quantize_params(params)
+    # Stored output-major, as `infer.load` stores an int8 checkpoint on a CPU.
+    params = int8.output_major(int8.quantize_params(params), donate=True)
   if unstack:
     params = decoder.unstack_layers(params, donate=True)
   weight_bytes = sum(x.nbytes for x in jax.tree.leaves(params))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from swiftjax import assets
 from swiftjax import errors
 from swiftjax import generate as gen
+from swiftjax import int8
 from swiftjax import models
 from swiftjax import packed_bf16
 from swiftjax import tokenizer as tok_lib
@@ -45,7 +46,8 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
 
   With `mesh`, parameters are loaded straight into their `NamedSharding` layout. bfloat16
   weights on a CPU backend are stored as `PackedBF16` and computed in float32, because
-  XLA:CPU's bf16 dots are slow (see `swiftjax.packed_bf16`).
+  XLA:CPU's bf16 dots are slow (see `swiftjax.packed_bf16`); int8 kernels (a GPTQ 8-bit
+  checkpoint) are stored output-major for the CPU decode kernel (`int8.output_major`).
 
   Args:
     path: GGUF file, Hugging Face directory or hub id.
@@ -69,6 +71,9 @@ def load(path: str | pathlib.Path | None = None, dtype: Any = "float32",
   compute_dtype = None
   if models.resolve_dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu":
     params, compute_dtype = packed_bf16.pack(params, donate=True), jnp.float32
+  if jax.default_backend() == "cpu":
+    # Int8 kernels (a GPTQ 8-bit checkpoint) output-major, for the CPU decode kernel.
+    params = int8.output_major(params, donate=True)
   if unstack:
     params = decoder.unstack_layers(params, donate=True)
   return LoadedModel(path, cfg, params, tok_lib.load_tokenizer(path), mesh, compute_dtype)

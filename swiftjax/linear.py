@@ -22,13 +22,16 @@ _TAKE: dict[type, Callable[..., jax.Array]] = {}
 _TRANSPOSE: dict[type, Callable[..., Any]] = {}
 # type -> fn(w, i) -> the same kind standing for layer i of a layer-stacked w, without slicing
 _LAYER_VIEW: dict[type, Callable[..., Any]] = {}
+# type -> fn(w) -> whether this instance takes a layer view (absent: every instance does)
+_VIEWABLE: dict[type, Callable[[Any], bool]] = {}
 
 
 def register_kind(kind: type, matmul: Callable[..., jax.Array],
                   densify: Callable[..., jax.Array] | None = None,
                   take: Callable[..., jax.Array] | None = None,
                   transpose: Callable[..., Any] | None = None,
-                  layer_view: Callable[..., Any] | None = None) -> None:
+                  layer_view: Callable[..., Any] | None = None,
+                  viewable: Callable[[Any], bool] | None = None) -> None:
   """Registers `matmul(x, w, compute_dtype)` as the way to apply weights of type `kind`.
 
   Args:
@@ -42,6 +45,8 @@ def register_kind(kind: type, matmul: Callable[..., jax.Array],
     layer_view: `layer_view(w, i)` returns a weight standing for layer `i` (a traced int32
       scalar) of a layer-stacked `w [L, ...]` that still holds the whole stack, for kinds whose
       matmul can read one layer in place (the layer scan then does not copy that layer out).
+    viewable: `viewable(w)`: whether this instance takes a layer view (e.g. only the layouts
+      the in-place matmul reads); by default every instance of a kind with `layer_view` does.
   """
   _KINDS[kind] = matmul
   if densify is not None:
@@ -52,11 +57,13 @@ def register_kind(kind: type, matmul: Callable[..., jax.Array],
     _TRANSPOSE[kind] = transpose
   if layer_view is not None:
     _LAYER_VIEW[kind] = layer_view
+  if viewable is not None:
+    _VIEWABLE[kind] = viewable
 
 
 def has_layer_view(w: Any) -> bool:
-  """Whether `w`'s kind registered a `layer_view`."""
-  return type(w) in _LAYER_VIEW
+  """Whether `w` takes a layer view: its kind registered a `layer_view` (and `w` is viewable)."""
+  return type(w) in _LAYER_VIEW and _VIEWABLE.get(type(w), lambda _: True)(w)
 
 
 def layer_view(w: Any, i: jax.Array) -> Any:

@@ -49,7 +49,7 @@ class KernelTest(parameterized.TestCase):
     np.testing.assert_allclose(got, x @ packed_bf16.widen(bits[1]), rtol=0,
                                atol=1e-5 * float(jnp.max(jnp.abs(got))))
 
-  @parameterized.product(rows=[1, 3, 8], transposed=[False, True])
+  @parameterized.product(rows=[1, 3, 8, 11, 16], transposed=[False, True])
   def test_int8_matches_reference(self, rows, transposed):
     k, n = 200, 75
     rng = np.random.default_rng(rows)

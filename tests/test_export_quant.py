@@ -109,6 +109,17 @@ class ExportQuantTest(parameterized.TestCase):
       np.testing.assert_array_equal(_gptq_v1_dequant(qw, qz, sc, gi, bits), want, err_msg=name)
       checked += 1
     self.assertEqual(checked, 7 * self.cfg.num_layers)
+    if bits == 8:
+      # Output-major codes (`int8.output_major`, what `infer.load` keeps on a CPU) write the
+      # same file tensors.
+      leaf = qp["layers"]["mlp"]["down_proj"]["kernel"]
+      flipped = int8.output_major(qp)["layers"]["mlp"]["down_proj"]["kernel"]
+      self.assertTrue(flipped.transposed)
+      for layer in range(self.cfg.num_layers):
+        want, *_ = quantized.gptq_tensors(leaf, layer)
+        got, *_ = quantized.gptq_tensors(flipped, layer)
+        for k in want:
+          np.testing.assert_array_equal(got[k], want[k], err_msg=k)
     if bits == 4:
       q = qp["layers"]["self_attn"]["q_proj"]["kernel"]
       self.assertGreaterEqual(int(jnp.min(q.zero)), 1)  # the re-gridded group

@@ -113,6 +113,8 @@ def gptq_tensors(leaf: Any, layer: int | None) -> tuple[dict[str, np.ndarray], i
     scale, bits, group_size, sym = pick(leaf.scale), 4, leaf.group_size, False
   elif isinstance(leaf, int8.Int8Weight):
     codes = pick(leaf.q).astype(np.int64) + 128
+    if leaf.transposed:  # output-major codes (`int8.output_major`) -> GPTQ's [in, out]
+      codes = codes.T
     scale = pick(leaf.scale)[None, :]
     zero = np.full(scale.shape, 128, np.int64)
     bits, group_size, sym = 8, -1, True

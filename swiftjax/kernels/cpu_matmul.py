@@ -35,10 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Rows of x sent to the kernels (in groups of four, each group re-reading a chunk of weights from
+# Rows of x sent to the kernels (in groups, each group re-reading a chunk of weights from
 # cache); more go to XLA's dots. SmolLM2-135M bf16 decode on a 2-core AVX-512 CPU, kernel vs
 # XLA's dot on the same output-major bits: 4 rows 334 vs 200 tok/s, 8 rows 425 vs 320, 12 rows
-# 465 vs 382, 16 rows 448 vs 450; prefill-length products (128 rows) stay with XLA.
+# 465 vs 382, 16 rows 448 vs 450 (int8: see `swiftjax.int8`); prefill-length products (128
+# rows) stay with XLA.
 MAX_ROWS = 16
 _SOURCE = pathlib.Path(__file__).with_name("cpu_matmul.cc")
 # Products of at least this many multiply-adds (rows x weights) are split over XLA's intra-op
@@ -201,9 +202,8 @@ def int8_matmul(x: jax.Array, q: jax.Array, scale: jax.Array, layer: jax.Array,
   [K, N] (or stacked [L, ...] with `layer` picking one), `scale` [N] (or [L, N]) float32 per
   output column.
 
-  Not used by `swiftjax.int8` yet: `Int8Weight` stores `q` input-major ([K, N], the layout
-  `export` writes), where this kernel measured slower than XLA's padded dot (SmolLM2 int8 batch
-  1: 57.9 vs 64 tok/s); output-major it reads 22.6 GB/s of codes (30 MLP layers at one row).
+  `swiftjax.int8` uses it for output-major weights (`int8.output_major`); input-major, the
+  kernel measured slower than XLA's padded dot (SmolLM2 int8 batch 1: 57.9 vs 64 tok/s).
   """
   return _call("int8", _out_dim(q, transposed), x, q, scale, jnp.asarray(layer, jnp.int32),
                transposed=transposed)
