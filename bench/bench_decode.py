@@ -5,7 +5,10 @@ r"""Prefill and decode speed of swiftjax vs transformers (PyTorch) on the same S
 Both sides load the same GGUF (dequantized to float32); prompts and greedy decoding are the
 same. Decode rate excludes prefill: rate = (N - 1) * batch / (t(N new tokens) - t(1 new token)).
 It also measures the machine's read bandwidth (a jitted sum over a 512 MB array) and prints the
-bandwidth bound for batch-1 decode: weight bytes read per step / bandwidth.
+bandwidth bound for batch-1 decode: weight bytes read per step / bandwidth. On the 2-core VM
+this was written on, the bandwidth depends on the allocation: one buffer reads at ~36 GB/s,
+the next at ~66 (repeatably per buffer), so it is measured over several fresh buffers and the
+bound is printed for the slowest and the fastest.
 Peak host memory of loading is measured in a fresh subprocess (VmHWM after the load minus VmRSS
 before it).
 """
@@ -29,11 +32,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats (best is kept).")
 _THREADS = flags.DEFINE_integer("torch_threads", 0, "torch threads (0: torch's default).")
 
 
-def read_bandwidth_gbs(repeats: int = 5) -> float:
-  x = jnp.ones((512 * 2**20 // 4,), jnp.float32)
+def read_bandwidth_gbs(repeats: int = 5, buffers: int = 6) -> list[float]:
+  """GB/s of a jitted sum over a 512 MB array, best of `repeats`, for each of `buffers`
+  freshly allocated arrays (sorted)."""
   f = jax.jit(jnp.sum)
-  t = timing.best_time(lambda: f(x).block_until_ready(), repeats)
-  return x.nbytes / t / 1e9
+  out = []
+  for i in range(buffers):
+    x = jnp.full((512 * 2**20 // 4,), i, jnp.float32)
+    out.append(x.nbytes / timing.best_time(lambda x=x: f(x).block_until_ready(), repeats) / 1e9)
+    x.delete()
+  return sorted(out)
 
 
 def _load_peak_subprocess(path: str, dtype: str) -> dict:
@@ -128,9 +136,10 @@ def main(argv):
   path = str(_MODEL.value or assets.default_model_path())
   rng = np.random.default_rng(0)
   prompts = rng.integers(100, 40000, (8, _PROMPT_LEN.value)).tolist()
-  bw = read_bandwidth_gbs()
+  bws = read_bandwidth_gbs()
   print(f"machine: {jax.devices()[0].device_kind}, {jax.device_count()} device(s); "
-        f"read bandwidth {bw:.1f} GB/s (jitted sum over 512 MB)")
+        f"read bandwidth {bws[0]:.1f}-{bws[-1]:.1f} GB/s (jitted sum over 512 MB; "
+        f"{len(bws)} buffers: {', '.join(f'{b:.1f}' for b in bws)})")
   sj32 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "float32")
   sj16 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "bfloat16")
   sj8 = swiftjax_rates(path, prompts, _NEW_TOKENS.value, _REPEATS.value, "int8")
@@ -145,10 +154,11 @@ def main(argv):
   print("(fp32 stacked: the same float32 weights run by the layer scan over stacked arrays, "
         "as training does)")
   for name, r in (("fp32", sj32), ("bf16", sj16), ("int8", sj8)):
-    bound = bw * 1e9 / r["weight_bytes"]
-    print(f"batch-1 decode {name}: {r['decode_b1_tok_s']:.1f} tok/s; bandwidth bound "
-          f"{bound:.1f} tok/s ({r['weight_bytes'] / 1e6:.0f} MB of weights per step); "
-          f"{bound / r['decode_b1_tok_s']:.2f}x from the bound")
+    lo, hi = (bw * 1e9 / r["weight_bytes"] for bw in (bws[0], bws[-1]))
+    rate = r["decode_b1_tok_s"]
+    print(f"batch-1 decode {name}: {rate:.1f} tok/s; bandwidth bound {lo:.1f}-{hi:.1f} tok/s "
+          f"({r['weight_bytes'] / 1e6:.0f} MB of weights per step at {bws[0]:.1f}-{bws[-1]:.1f} "
+          f"GB/s); {lo / rate:.2f}-{hi / rate:.2f}x from the bound")
   for dtype in ("float32", "bfloat16"):
     m = _load_peak_subprocess(path, dtype)
     print(f"load {dtype}: peak host memory growth {m['growth'] / 1e6:.0f} MB for "
