@@ -1,10 +1,12 @@
 """GGUF loading: llama.cpp's tensor names, q/k permutation and quantized types."""
 
 import pathlib
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import gguf
+import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -141,6 +143,21 @@ class GGUFTest(parameterized.TestCase):
         gguf.quants.dequantize(raw["blk.0.attn_q.weight"], qtype), 4).T
     np.testing.assert_array_equal(got_q, want_q)
     self.assertEqual(cfg_.hidden_size, 256)
+
+  @parameterized.named_parameters(("q4_1_f32", gguf.GGMLQuantizationType.Q4_1, "float32"),
+                                  ("q8_0_bf16", gguf.GGMLQuantizationType.Q8_0, "bfloat16"))
+  def test_chunked_dequantization_is_exact(self, qtype, dtype):
+    # Large tensors are dequantized a few rows at a time (gguf_loader._DEQUANT_CHUNK); with a
+    # chunk of 100 values (one or a few rows here) the result must be what whole tensors give.
+    path = self.tmp / f"chunk_{qtype.name}.gguf"
+    write_gguf(path, self.ref, qtype)
+    _, whole = models.from_pretrained(path, dtype=dtype)
+    with mock.patch.object(gguf_loader, "_DEQUANT_CHUNK", 100):
+      _, chunked = models.from_pretrained(path, dtype=dtype)
+    leaves = jax.tree_util.tree_leaves_with_path(whole)
+    for (key, a), b in zip(leaves, jax.tree.leaves(chunked)):
+      self.assertEqual(a.dtype, b.dtype)
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(key))
 
   def test_bfloat16_request(self):
     write_gguf(self.tmp / "m.gguf", self.ref)
