@@ -6,9 +6,9 @@ Both sides load the same GGUF (dequantized to float32); prompts and greedy decod
 same. Decode rate excludes prefill: rate = (N - 1) * batch / (t(N new tokens) - t(1 new token)).
 It also measures the machine's read bandwidth (a jitted sum over a 512 MB array) and prints the
 bandwidth bound for batch-1 decode: weight bytes read per step / bandwidth. On the 2-core VM
-this was written on, the bandwidth depends on the allocation: one buffer reads at ~36 GB/s,
-the next at ~66 (repeatably per buffer), so it is measured over several fresh buffers and the
-bound is printed for the slowest and the fastest.
+this was written on, the bandwidth moves between ~36 and ~66 GB/s with the machine's state
+(not with the buffer), so it is measured over several fresh buffers and the bound is printed
+for the slowest and the fastest.
 Peak host memory of loading is measured in a fresh subprocess (VmHWM after the load minus VmRSS
 before it).
 """

@@ -75,8 +75,9 @@ def input_major_codes(w: Int8Weight) -> jax.Array:
 
 
 def dequantize(w: Int8Weight, dtype: Any = None) -> jax.Array:
-  scale = _resolved(w).scale
-  return (input_major_codes(w).astype(jnp.float32) * scale[..., None, :]).astype(dtype or w.dtype)
+  w = _resolved(w)
+  return (input_major_codes(w).astype(jnp.float32) * w.scale[..., None, :]).astype(
+      dtype or w.dtype)
 
 
 # Fewer activation rows than this are padded up to it (see `_matmul`).

@@ -128,7 +128,7 @@ def _dequantize(tensor, path, dtype: Any = np.float32) -> np.ndarray:
   expected = tuple(int(d) for d in reversed(tensor.shape))
   try:
     if tensor.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-      return np.asarray(tensor.data).astype(dtype).reshape(expected)
+      return np.asarray(tensor.data).astype(dtype, copy=False).reshape(expected)
     data = tensor.data                       # uint8 [rows, bytes per row] (blocks of a row)
     if data.ndim < 2 or data.size * 4 <= _DEQUANT_CHUNK:
       return gguf.quants.dequantize(data, tensor.tensor_type).astype(dtype).reshape(expected)
