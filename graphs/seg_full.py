@@ -14,8 +14,11 @@ round, as the abstract describes them ("path labeling ... incorporated into an o
 - the *structure encoder* maps log(1 + hist_s) through a 2-layer MLP to s_u, s_v [S] and reads out
   s_u * s_v (order-free, as the subgraph SEG's structure score reads z_u * z_v);
 - fusion: the decoder MLP (OGB's LinkPredictor shape, `decoder_layers` layers of width H) reads
-  [z_u * z_v | s_u * s_v | log(1 + paths)] and gives one logit. Everything trains jointly with
-  OGB's loss (BCE over positives + BCE over as many uniform random negatives).
+  [z_u * z_v | s_u * s_v | log(1 + paths)] and gives one logit (`fusion="concat"`, the default);
+  or, with `fusion="sum"`, the issue's "final score = structure score + semantic score": the
+  decoder reads z_u * z_v alone (the GCN baseline's predictor) and a 2-layer structure head reads
+  [s_u * s_v | log(1 + paths)], their logits added. Everything trains jointly with OGB's loss
+  (BCE over positives + BCE over as many uniform random negatives).
 
 Options beyond that reconstruction (all off by default, each a flag of `launch.seg`):
 `path_pool` adds a label-grouped readout of the GNN: the mean of the projected embeddings of the
@@ -51,6 +54,7 @@ from graphs import subgraph_runner
 from graphs.errors import GraphError
 from graphs.link_data import LinkSplit
 
+FUSIONS = ("concat", "sum")
 SCORE_CHUNK = gae.SCORE_CHUNK  # pairs per decoder call in `score`
 _dropout = gae._dropout  # pylint: disable=protected-access
 _next_pow2 = gae._next_pow2  # pylint: disable=protected-access
@@ -78,6 +82,9 @@ class FullSEGConfig:
     mask_targets: leave each step's positive edges out of the GNN's propagation
       (`gae.RemovedEdges`), so a training pair's embeddings do not see its own edge.
     loss: "bce" (OGB's) or "auc" (`gae.ranking_loss`, PLNLP's pairwise square loss).
+    fusion: "concat" (one decoder over [z_u * z_v | s_u * s_v | log(1 + paths)]) or "sum" (the
+      decoder over z_u * z_v plus a structure head over [s_u * s_v | log(1 + paths)]: late
+      fusion, the semantic logit plus the structure logit).
     num_neg: K, random negatives per positive in training (OGB: 1).
     neg_sampler, grad_clip: as `gae.GAEConfig`'s ("uniform" or "non_edge" negatives; per-group
       gradient clipping before Adam when > 0).
@@ -99,6 +106,7 @@ class FullSEGConfig:
   path_pool: int = 0
   mask_targets: bool = False
   loss: str = "bce"
+  fusion: str = "concat"
   ema: float = 0.0
   num_neg: int = 1
   neg_sampler: str = "uniform"
@@ -116,6 +124,9 @@ class FullSEGConfig:
     if self.loss not in gae.LOSSES:
       raise GraphError(f"FullSEGConfig.loss must be one of {', '.join(gae.LOSSES)}, got "
                        f"{self.loss!r}")
+    if self.fusion not in FUSIONS:
+      raise GraphError(f"FullSEGConfig.fusion must be one of {', '.join(FUSIONS)}, got "
+                       f"{self.fusion!r}")
     if self.num_buckets < 2:
       raise GraphError(f"FullSEGConfig.num_buckets must be >= 2, got {self.num_buckets}")
 
@@ -142,7 +153,9 @@ def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
   Returns:
     {"gnn": {"embedding"?, "encoder"}, "structure": {"lin_0": [2B, S], "lin_1": [S, S]},
     "decoder": {"lin_0": [H + S + 2 + C, H], ..., "lin_{L-1}": [H, 1]}, and with C =
-    `path_pool` > 0 "pool": {"kernel": [H, C]}} (torch.nn.Linear init).
+    `path_pool` > 0 "pool": {"kernel": [H, C]}} (torch.nn.Linear init). With `fusion="sum"` the
+    decoder's first layer is [H + C, H] and "structure_head": {"lin_0": [S + 2, S], "lin_1":
+    [S, 1]} scores the structure.
   """
   k_gnn, k_s0, k_s1, k_dec = jax.random.split(rng, 4)
   k_pool = jax.random.fold_in(rng, 1)
@@ -152,12 +165,17 @@ def init(cfg: FullSEGConfig, num_nodes: int, num_features: int, hist_dim: int,
   structure = {"lin_0": gae._torch_linear(k_s0, hist_dim, s),  # pylint: disable=protected-access
                "lin_1": gae._torch_linear(k_s1, s, s)}  # pylint: disable=protected-access
   decoder = {}
-  width = cfg.hidden + s + 2 + cfg.path_pool
+  width = cfg.hidden + cfg.path_pool + (s + 2 if cfg.fusion == "concat" else 0)
   for i, k in enumerate(jax.random.split(k_dec, cfg.decoder_layers)):
     out = 1 if i == cfg.decoder_layers - 1 else cfg.hidden
     decoder[f"lin_{i}"] = gae._torch_linear(k, width, out)  # pylint: disable=protected-access
     width = cfg.hidden
   params = {"gnn": gnn, "structure": structure, "decoder": decoder}
+  if cfg.fusion == "sum":
+    k_h0, k_h1 = jax.random.split(jax.random.fold_in(rng, 2))
+    params["structure_head"] = {
+        "lin_0": gae._torch_linear(k_h0, s + 2, s),  # pylint: disable=protected-access
+        "lin_1": gae._torch_linear(k_h1, s, 1)}  # pylint: disable=protected-access
   if cfg.path_pool:
     params["pool"] = gae._torch_linear(  # pylint: disable=protected-access
         k_pool, cfg.hidden, cfg.path_pool, bias=False)
@@ -206,7 +224,10 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
   """
   if cfg.path_pool and adj is None:
     raise GraphError("decode: path_pool > 0 needs the [N, N] adjacency (adj=)")
-  parts = [z[pairs[:, 0]] * z[pairs[:, 1]], structure_code(params, hist), jnp.log1p(paths)]
+  structure = [structure_code(params, hist), jnp.log1p(paths)]
+  parts = [z[pairs[:, 0]] * z[pairs[:, 1]]]
+  if cfg.fusion == "concat":
+    parts += structure
   if cfg.path_pool:
     parts.append(path_pool(params, z, pairs, adj))
   x = jnp.concatenate(parts, axis=-1)
@@ -217,7 +238,12 @@ def decode(params: dict[str, Any], z: jax.Array, pairs: jax.Array, hist: jax.Arr
       x = jax.nn.relu(x)
       if train and cfg.dropout > 0:
         x = _dropout(x, cfg.dropout, jax.random.fold_in(rng, i))
-  return x[:, 0]
+  logits = x[:, 0]
+  if cfg.fusion == "sum":
+    h0, h1 = params["structure_head"]["lin_0"], params["structure_head"]["lin_1"]
+    h = jax.nn.relu(jnp.concatenate(structure, axis=-1) @ h0["kernel"] + h0["bias"])
+    logits = logits + (h @ h1["kernel"] + h1["bias"])[:, 0]
+  return logits
 
 
 class FullSEGState(NamedTuple):

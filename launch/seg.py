@@ -51,6 +51,9 @@ _OPTIONS = {
                                       "step's positive edges out of the GNN's propagation."),
     "loss": flags.DEFINE_enum("loss", "bce", ["bce", "auc"], "seg --gnn=full: BCE (OGB's) or "
                               "the pairwise square AUC loss (PLNLP)."),
+    "fusion": flags.DEFINE_enum("fusion", "concat", ["concat", "sum"], "seg --gnn=full: one "
+                                "decoder over GNN and structure codes, or the GNN's decoder "
+                                "plus a structure head, logits added."),
     "ema": flags.DEFINE_float("ema", 0.0, "seg --gnn=full: decay of the parameters' moving "
                               "average used for scoring (0: off)."),
     "num_neg": flags.DEFINE_integer("num_neg", 1, "seg --gnn=full: random negatives per "

@@ -127,6 +127,31 @@ class FullSEGTest(absltest.TestCase):
         state.params)
     self.assertGreater(float(np.abs(grads["structure"]["lin_0"]["kernel"]).max()), 0.0)
 
+  def test_sum_fusion_adds_a_structure_logit(self):
+    runner = self._runner(fusion="sum")
+    state = runner.init()
+    params = state.params
+    self.assertEqual(params["decoder"]["lin_0"]["kernel"].shape[0], 16)  # z_u * z_v alone
+    self.assertEqual(params["structure_head"]["lin_0"]["kernel"].shape, (8 + 2, 8))
+    pairs = np.asarray(runner.split.test_pos)[:4]
+    hist, paths = runner.featurizer(pairs)
+    z = runner._embed(state)  # pylint: disable=protected-access
+    got = np.asarray(seg_full.decode(params, z, pairs, hist, paths, runner.cfg))
+    # the semantic logit: the decoder MLP on z_u * z_v (no dropout at evaluation)
+    x = np.asarray(z)[pairs[:, 0]] * np.asarray(z)[pairs[:, 1]]
+    for i in range(runner.cfg.decoder_layers):
+      lin = params["decoder"][f"lin_{i}"]
+      x = x @ np.asarray(lin["kernel"]) + np.asarray(lin["bias"])
+      if i < runner.cfg.decoder_layers - 1:
+        x = np.maximum(x, 0.0)
+    # the structure logit: the head on [s_u * s_v | log(1 + paths)]
+    code = np.asarray(seg_full.structure_code(params, hist))
+    head = params["structure_head"]
+    lin0, lin1 = jax.tree.map(np.asarray, (head["lin_0"], head["lin_1"]))
+    h = np.maximum(np.concatenate([code, np.log1p(paths)], -1) @ lin0["kernel"] + lin0["bias"], 0)
+    want = x[:, 0] + (h @ lin1["kernel"] + lin1["bias"])[:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
   def test_path_pool_averages_common_neighbours(self):
     runner = self._runner(path_pool=5)
     state = runner.init()
@@ -196,7 +221,7 @@ class FullSEGTest(absltest.TestCase):
   def test_options_run(self):
     # target masking, the pooled readout and the ranking loss together, through the launcher path
     results = self._tiny_run(path_pool=8, mask_targets=True, loss="auc", ema=0.5, num_neg=2,
-                             neg_sampler="non_edge", grad_clip=1.0)
+                             neg_sampler="non_edge", grad_clip=1.0, fusion="sum")
     self.assertLess(results["history"][-1]["loss"], 0.6 * results["history"][0]["loss"])
     self.assertGreater(results["test/hits@20"], 0.5, results)
     self.assertEqual(results["config"]["runner"]["path_pool"], 8)
@@ -218,6 +243,8 @@ class FullSEGTest(absltest.TestCase):
       seg_full.FullSEGConfig(ema=1.0)
     with self.assertRaisesRegex(GraphError, "loss must be one of"):
       seg_full.FullSEGConfig(loss="hinge")
+    with self.assertRaisesRegex(GraphError, "fusion must be one of concat, sum"):
+      seg_full.FullSEGConfig(fusion="product")
     with self.assertRaisesRegex(GraphError, "path_pool must be an integer >= 0"):
       seg_full.FullSEGConfig(path_pool=-1)
     split = clique_split()
