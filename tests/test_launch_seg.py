@@ -40,7 +40,8 @@ class LinkTrainTest(absltest.TestCase):
       results = link_train.train_and_evaluate(cfg, str(out))
       on_disk = json.loads((out / "results.json").read_text())
       self.assertEqual(on_disk["test/hits@100"], results["test/hits@100"])
-      for key in ("test/hits@20", "valid/hits@100", "preprocess_seconds", "epoch_seconds_mean",
+      for key in ("test/hits@10", "test/hits@20", "test/hits@50", "valid/hits@100",
+                  "preprocess_seconds", "epoch_seconds_mean",
                   "peak_rss_mb", "num_params", "selected_epoch"):
         self.assertIn(key, on_disk)
       self.assertIn(on_disk["selected_epoch"], (2, 3))  # evaluated at epochs 2 and 3 only
